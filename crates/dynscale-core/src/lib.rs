@@ -1,0 +1,12 @@
+//! dynscale-core: the pure domain of dynscale. Policy documents and their validation,
+//! the compiled snapshot and decision evaluation, fleet entities and control state.
+//!
+//! This crate does no IO: no files, no sockets, no clock, no randomness. Time and
+//! identifiers are passed in by the caller.
+
+pub mod controls;
+pub mod diagnostic;
+pub mod document;
+pub mod ids;
+pub mod namespace;
+pub mod policy;

@@ -1,0 +1,162 @@
+//! The state store: the system of record for policy versions, the active set, control
+//! state and the event history. Embedded SQLite now; PostgreSQL later, behind the
+//! same trait.
+
+use async_trait::async_trait;
+use dynscale_core::controls::{Escalation, EscalationStatus, KillScope, Quarantine};
+use dynscale_core::ids::{AgentId, PackId, PolicyName};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// One pushed version of a policy, kept forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredVersion {
+    pub name: PolicyName,
+    pub version: semver::Version,
+    pub policy_id: Uuid,
+    /// `yaml` or `json`.
+    pub format: String,
+    /// The document exactly as pushed.
+    pub source: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub pushed_at: OffsetDateTime,
+}
+
+/// An entry of the change history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Strictly increasing; the snapshot number is the id of the last policy event.
+    pub id: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// E.g. `policy.pushed`, `policy.rolled_back`, `kill.set`, `agent.quarantined`.
+    pub kind: String,
+    /// What the event is about, e.g. `payments-guard@2.1.0` or `agent a1`.
+    pub subject: String,
+    pub detail: serde_json::Value,
+}
+
+/// An event to append; the store assigns its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub kind: String,
+    pub subject: String,
+    pub detail: serde_json::Value,
+}
+
+/// A change of one policy name, applied atomically: an optional new version, the
+/// versions of that name active afterwards, and the event that records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyChange {
+    pub name: PolicyName,
+    /// A version to store (a push); `None` for a rollback to a stored version.
+    pub new_version: Option<StoredVersion>,
+    /// Every version of `name` active after the change (replaces the previous list).
+    pub active: Vec<semver::Version>,
+    pub event: NewEvent,
+}
+
+/// A registered agent: its pack and attributes (Cedar entity attributes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub pack: Option<PackId>,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A change of control state, applied atomically with its event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlChange {
+    Kill(KillScope),
+    ReleaseKill(KillScope),
+    Quarantine(Quarantine),
+    ReleaseQuarantine(AgentId),
+    OpenEscalation(Escalation),
+    /// Moves an escalation from `from` to `to`; not applied if it is not in `from`.
+    SetEscalationStatus {
+        id: Uuid,
+        from: EscalationStatus,
+        to: EscalationStatus,
+        at: OffsetDateTime,
+    },
+    PutAgent(AgentRecord),
+}
+
+/// Everything a node needs to rebuild its in-memory state at start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredState {
+    pub versions: Vec<StoredVersion>,
+    /// `(name, version)` of every active version.
+    pub active: Vec<(PolicyName, semver::Version)>,
+    /// Id of the last event of kind `policy.*` (0 when none).
+    pub last_policy_event: u64,
+    pub kill_switches: Vec<KillScope>,
+    pub quarantines: Vec<Quarantine>,
+    /// Escalations still `pending` or `approved`.
+    pub open_escalations: Vec<Escalation>,
+    pub agents: Vec<AgentRecord>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage backend: {0}")]
+    Backend(#[from] sqlx::Error),
+    #[error("migrating the database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("version {version} of policy {name} is already stored")]
+    DuplicateVersion {
+        name: PolicyName,
+        version: semver::Version,
+    },
+    #[error("version {version} of policy {name} is not stored")]
+    UnknownVersion {
+        name: PolicyName,
+        version: semver::Version,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("opening the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The system of record. Every method is atomic: it applies whole or not at all.
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads everything needed to rebuild the node's state.
+    async fn load(&self) -> Result<StoredState, StoreError>;
+
+    /// Applies a policy change with its event; returns the event id.
+    async fn apply_policy_change(&self, change: PolicyChange) -> Result<u64, StoreError>;
+
+    /// Applies a control change with its event; returns the event id, or `None` when a
+    /// conditional change (escalation status) did not apply. Releasing what is not
+    /// set is a no-op that still returns `None`.
+    async fn apply_control_change(
+        &self,
+        change: ControlChange,
+        event: NewEvent,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Every stored version of a name, oldest first.
+    async fn versions(&self, name: &PolicyName) -> Result<Vec<StoredVersion>, StoreError>;
+
+    /// Events with id greater than `after`, oldest first, at most `limit`.
+    async fn events(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Escalations, newest first, optionally only those in one status, at most `limit`.
+    async fn escalations(
+        &self,
+        status: Option<EscalationStatus>,
+        limit: u32,
+    ) -> Result<Vec<Escalation>, StoreError>;
+
+    /// One escalation by id.
+    async fn escalation(&self, id: Uuid) -> Result<Option<Escalation>, StoreError>;
+}
