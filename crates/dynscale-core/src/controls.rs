@@ -146,15 +146,24 @@ mod tests {
         let p = PackId::from("alpha");
         assert_eq!(s.kill_switch_for(&a, Some(&p)), None);
         s.kill_switches.insert(KillScope::Agent(a.clone()));
-        assert_eq!(s.kill_switch_for(&a, None), Some(KillScope::Agent(a.clone())));
+        assert_eq!(
+            s.kill_switch_for(&a, None),
+            Some(KillScope::Agent(a.clone()))
+        );
         s.kill_switches.insert(KillScope::Pack(p.clone()));
-        assert_eq!(s.kill_switch_for(&a, Some(&p)), Some(KillScope::Pack(p.clone())));
+        assert_eq!(
+            s.kill_switch_for(&a, Some(&p)),
+            Some(KillScope::Pack(p.clone()))
+        );
         assert_eq!(
             s.kill_switch_for(&AgentId::from("b"), None),
             None,
             "other agents outside the pack are untouched"
         );
         s.kill_switches.insert(KillScope::Global);
-        assert_eq!(s.kill_switch_for(&AgentId::from("b"), None), Some(KillScope::Global));
+        assert_eq!(
+            s.kill_switch_for(&AgentId::from("b"), None),
+            Some(KillScope::Global)
+        );
     }
 }

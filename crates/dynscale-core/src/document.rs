@@ -259,11 +259,11 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -320,9 +320,7 @@ fn de_version_req<'de, D: Deserializer<'de>>(d: D) -> Result<semver::VersionReq,
         VersionText::Number(n) => n.to_string(),
     };
     semver::VersionReq::parse(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "version range `{text}` is not a semver range: {e}"
-        ))
+        serde::de::Error::custom(format!("version range `{text}` is not a semver range: {e}"))
     })
 }
 
@@ -346,7 +344,10 @@ mod tests {
             "5m".parse::<HumanDuration>().unwrap().0,
             Duration::from_secs(300)
         );
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().to_string(), "250ms");
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().to_string(),
+            "250ms"
+        );
         assert!("5".parse::<HumanDuration>().is_err());
         assert!("m".parse::<HumanDuration>().is_err());
     }

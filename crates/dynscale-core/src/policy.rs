@@ -211,21 +211,21 @@ fn check_rules(
                 .field(field.clone()),
             ));
         }
-        if let Some(q) = &rule.quota {
-            if q.burst == 0 {
-                findings.push(place(
-                    Diagnostic::new(DiagnosticCode::Schema, "burst must be at least 1")
-                        .field(format!("{field}.quota.burst")),
-                ));
-            }
+        if let Some(q) = &rule.quota
+            && q.burst == 0
+        {
+            findings.push(place(
+                Diagnostic::new(DiagnosticCode::Schema, "burst must be at least 1")
+                    .field(format!("{field}.quota.burst")),
+            ));
         }
-        if let Some(c) = &rule.concurrency {
-            if c.limit == 0 {
-                findings.push(place(
-                    Diagnostic::new(DiagnosticCode::Schema, "limit must be at least 1")
-                        .field(format!("{field}.concurrency.limit")),
-                ));
-            }
+        if let Some(c) = &rule.concurrency
+            && c.limit == 0
+        {
+            findings.push(place(
+                Diagnostic::new(DiagnosticCode::Schema, "limit must be at least 1")
+                    .field(format!("{field}.concurrency.limit")),
+            ));
         }
         if let Some(src) = &rule.cedar {
             out.extend(parse_cedar(doc, rule, src, text, &field, findings));
@@ -440,7 +440,10 @@ fn check_fields(doc: &PolicyDocument, text: &str, findings: &mut Vec<Diagnostic>
             );
         }
     }
-    for (list, key) in [(&doc.dependencies, "dependencies"), (&doc.conflicts, "conflicts")] {
+    for (list, key) in [
+        (&doc.dependencies, "dependencies"),
+        (&doc.conflicts, "conflicts"),
+    ] {
         for (i, r) in list.iter().enumerate() {
             if r.policy == doc.name {
                 push(
@@ -470,37 +473,40 @@ fn check_fields(doc: &PolicyDocument, text: &str, findings: &mut Vec<Diagnostic>
             );
         }
     }
-    if let Some(v) = &doc.validity {
-        if let (Some(from), Some(until)) = (v.from, v.until) {
-            if from >= until {
-                push(
-                    Diagnostic::new(
-                        DiagnosticCode::Schema,
-                        "validity.from must be before validity.until",
-                    )
-                    .field("validity"),
-                    "validity",
-                );
-            }
-        }
+    if let Some(v) = &doc.validity
+        && let (Some(from), Some(until)) = (v.from, v.until)
+        && from >= until
+    {
+        push(
+            Diagnostic::new(
+                DiagnosticCode::Schema,
+                "validity.from must be before validity.until",
+            )
+            .field("validity"),
+            "validity",
+        );
     }
 }
 
 /// The 1-based line of the first line that starts (after indentation and an optional
 /// list dash) with `key:` or `"key":`.
-fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let t = l.trim_start().trim_start_matches("- ");
-        t.starts_with(&format!("{key}:")) || t.starts_with(&format!("\"{key}\""))
-    })
-    .map(|i| i + 1)
+pub(crate) fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{key}:")) || t.starts_with(&format!("\"{key}\""))
+        })
+        .map(|i| i + 1)
 }
 
 fn find_rule_line(text: &str, rule: &Rule) -> Option<usize> {
     let id = rule.id.as_str();
     text.lines()
         .position(|l| {
-            let t = l.trim_start().trim_start_matches("- ").trim_start_matches('{');
+            let t = l
+                .trim_start()
+                .trim_start_matches("- ")
+                .trim_start_matches('{');
             let t = t.trim_start();
             (t.starts_with("id:") && t[3..].trim().trim_matches(['"', '\'']) == id)
                 || (t.starts_with("\"id\"") && t.contains(&format!("\"{id}\"")))

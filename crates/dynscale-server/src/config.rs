@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use dynscale_core::engine::DefaultDecision;
+use dynscale_core::snapshot::{DefaultDecision, EngineConfig};
 use serde::{Deserialize, Serialize};
 
 /// Settings of one node.
@@ -43,6 +43,16 @@ impl Default for ServerConfig {
             default_decision: DefaultDecision::Deny,
             namespace_defaults: BTreeMap::new(),
             cedar_schema: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The engine's share of the settings.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            default_decision: self.default_decision,
+            namespace_defaults: self.namespace_defaults.clone(),
         }
     }
 }

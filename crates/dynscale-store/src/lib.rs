@@ -1,8 +1,12 @@
-//! dynscale-store: persistence. The [`StateStore`] trait and its embedded SQLite
-//! backend. Knows nothing of HTTP.
+//! dynscale-store: persistence. The [`StateStore`] trait, its embedded SQLite
+//! backend and the conformance suite every backend passes. Knows nothing of HTTP.
 
+#[doc(hidden)]
+pub mod conformance;
+pub mod sqlite;
 mod state;
 
+pub use sqlite::SqliteStore;
 pub use state::{
     AgentRecord, ControlChange, NewEvent, PolicyChange, StateStore, StoreError, StoredEvent,
     StoredState, StoredVersion,

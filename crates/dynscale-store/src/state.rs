@@ -86,17 +86,25 @@ pub enum ControlChange {
 }
 
 /// Everything a node needs to rebuild its in-memory state at start.
+///
+/// Every list has a defined order, so two loads of the same state compare equal
+/// whatever the backend: names and ids in byte order, versions in semver order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredState {
+    /// Sorted by name, then version.
     pub versions: Vec<StoredVersion>,
-    /// `(name, version)` of every active version.
+    /// `(name, version)` of every active version, sorted by name, then version.
     pub active: Vec<(PolicyName, semver::Version)>,
     /// Id of the last event of kind `policy.*` (0 when none).
     pub last_policy_event: u64,
+    /// Sorted by [`KillScope`]'s order: global, then packs, then agents.
     pub kill_switches: Vec<KillScope>,
+    /// Sorted by agent.
     pub quarantines: Vec<Quarantine>,
-    /// Escalations still `pending` or `approved`.
+    /// Escalations still `pending` or `approved`, oldest first (by creation time,
+    /// then id).
     pub open_escalations: Vec<Escalation>,
+    /// Sorted by id.
     pub agents: Vec<AgentRecord>,
 }
 
@@ -117,13 +125,33 @@ pub enum StoreError {
         name: PolicyName,
         version: semver::Version,
     },
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    /// A stored value that cannot be decoded: the database was changed behind the
+    /// store's back or damaged.
+    #[error(
+        "stored data is corrupt: table {table}, row {row}, column {column}, value {value:?}: {reason}"
+    )]
+    Corrupt {
+        table: &'static str,
+        /// The row's key as text.
+        row: String,
+        column: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A value the store cannot represent, e.g. a timestamp outside years 0 to 9999.
+    #[error("{what} {value} cannot be stored: {reason}")]
+    Unstorable {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("opening the data directory {path}: {source}")]
     DataDir {
         path: String,
         source: std::io::Error,
     },
+    #[error("opening the database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
 }
 
 /// The system of record. Every method is atomic: it applies whole or not at all.
@@ -144,13 +172,14 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
         event: NewEvent,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Every stored version of a name, oldest first.
+    /// Every stored version of a name, lowest first in semver order.
     async fn versions(&self, name: &PolicyName) -> Result<Vec<StoredVersion>, StoreError>;
 
     /// Events with id greater than `after`, oldest first, at most `limit`.
     async fn events(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Escalations, newest first, optionally only those in one status, at most `limit`.
+    /// Escalations, newest first (by creation time, then id), optionally only those in
+    /// one status, at most `limit`.
     async fn escalations(
         &self,
         status: Option<EscalationStatus>,

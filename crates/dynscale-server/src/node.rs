@@ -1,0 +1,130 @@
+//! A running node's shared handle: the published state the decision path reads, the
+//! owner that applies changes, and the decision service that joins them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dynscale_core::controls::{Escalation, EscalationStatus, Quarantine};
+use dynscale_core::decision::{self, DecisionEffect, Outcome};
+use dynscale_core::ids::AgentId;
+use dynscale_core::request::{ActionInput, ActionRequest};
+use dynscale_store::StateStore;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::owner::{Command, OwnerHandle, Published};
+use crate::wire::{DecisionContext, EvaluationRequest};
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub(crate) published: Arc<Published>,
+    pub(crate) owner: OwnerHandle,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) ready: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Whether the node's policies are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Decides one request and carries out what the decision asks for (quarantine,
+    /// escalation) before returning, so the answer never runs ahead of the state.
+    pub async fn decide(&self, req: &EvaluationRequest) -> Result<DecisionContext, ApiError> {
+        let agents = self.published.agents.load();
+        let input = ActionInput {
+            subject_type: &req.subject.kind,
+            subject_id: &req.subject.id,
+            subject_properties: &req.subject.properties,
+            action: &req.action.name,
+            resource_type: &req.resource.kind,
+            resource_id: &req.resource.id,
+            resource_properties: &req.resource.properties,
+            context: &req.context,
+            default_namespace: self.config.default_namespace.as_deref(),
+        };
+        let action =
+            ActionRequest::build(&input, agents.get(&AgentId::new(req.subject.id.as_str())))?;
+        let decision_id = Uuid::now_v7();
+        // At most two rounds: an approval consumed by a concurrent retry makes this
+        // one decide again under the updated controls.
+        for _ in 0..2 {
+            let snapshot = self.published.snapshot.load();
+            let controls = self.published.controls.load();
+            let d = decision::decide(&snapshot, &controls, &action)?;
+            let mut escalation_id = None;
+            match &d.effect {
+                None => {}
+                Some(DecisionEffect::QuarantineAgent { reason }) => {
+                    let quarantine = Quarantine {
+                        agent: action.agent.clone(),
+                        since: OffsetDateTime::now_utc(),
+                        decision_id,
+                        reason: reason.clone(),
+                    };
+                    self.owner
+                        .call(|reply| Command::Quarantine { quarantine, reply })
+                        .await?;
+                }
+                Some(DecisionEffect::OpenEscalation { reason }) => {
+                    let escalation = Escalation {
+                        id: Uuid::now_v7(),
+                        decision_id,
+                        fingerprint: action.fingerprint.clone(),
+                        agent: action.agent.clone(),
+                        action: action.action.clone(),
+                        resource: action.resource.clone(),
+                        namespace: action.namespace.to_string(),
+                        reason: reason.clone(),
+                        created_at: OffsetDateTime::now_utc(),
+                        status: EscalationStatus::Pending,
+                        decided_at: None,
+                    };
+                    escalation_id = Some(escalation.id);
+                    self.owner
+                        .call(|reply| Command::OpenEscalation { escalation, reply })
+                        .await?;
+                }
+                Some(DecisionEffect::ConsumeApproval { escalation }) => {
+                    let consumed = self
+                        .owner
+                        .call(|reply| Command::SetEscalation {
+                            id: *escalation,
+                            from: EscalationStatus::Approved,
+                            to: EscalationStatus::Used,
+                            reply,
+                        })
+                        .await?;
+                    if !consumed {
+                        continue;
+                    }
+                }
+            }
+            return Ok(DecisionContext {
+                outcome: d.outcome.as_str().to_owned(),
+                decision_id,
+                reasons: d.reasons,
+                warnings: d.warnings,
+                errors: d.errors,
+                policies: d.policies.iter().map(ToString::to_string).collect(),
+                snapshot: d.snapshot.0,
+                escalation_id,
+            });
+        }
+        Err(ApiError::Conflict {
+            detail: "the approval for this action was used concurrently; retry".into(),
+        })
+    }
+}
+
+/// Whether an outcome lets the action proceed.
+pub fn allowed(outcome: &str) -> bool {
+    [Outcome::Allow, Outcome::Warn]
+        .iter()
+        .any(|o| o.as_str() == outcome)
+}

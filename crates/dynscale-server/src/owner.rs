@@ -1,0 +1,644 @@
+//! The control-plane owner: one task that owns every piece of mutable state (the
+//! policy catalog, control state, registered agents), applies changes to the store
+//! first and then publishes new immutable values for the decision path to read.
+//! Commands arrive over a bounded channel, so changes are ordered and never race.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::Schema;
+use dynscale_core::catalog::{ActivationPlan, Catalog, PushOptions};
+use dynscale_core::controls::{ControlState, Escalation, EscalationStatus, KillScope, Quarantine};
+use dynscale_core::document::Strategy;
+use dynscale_core::ids::{AgentId, PolicyName, SnapshotId};
+use dynscale_core::policy::{CheckedPolicy, check_document};
+use dynscale_core::request::AgentProfile;
+use dynscale_core::snapshot::{EngineConfig, Snapshot};
+use dynscale_store::{
+    AgentRecord, ControlChange, NewEvent, PolicyChange, StateStore, StoredVersion,
+};
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Strategies this node can carry out. Rollouts add the others.
+const STRATEGIES: &[Strategy] = &[Strategy::Immediate];
+
+/// The values the decision path reads, each swapped whole.
+#[derive(Debug)]
+pub struct Published {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub controls: ArcSwap<ControlState>,
+    pub agents: ArcSwap<HashMap<AgentId, AgentProfile>>,
+}
+
+/// What a push or rollback did.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Activated {
+    pub name: String,
+    pub version: String,
+    /// Versions of the name active now.
+    pub active: Vec<String>,
+    /// Versions of the name this change deactivated.
+    pub removed: Vec<String>,
+    /// The snapshot that enforces the change.
+    pub snapshot: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A change for the owner to apply.
+#[derive(Debug)]
+pub enum Command {
+    Push {
+        origin: String,
+        text: String,
+        force: bool,
+        reply: Reply<Activated>,
+    },
+    Validate {
+        origin: String,
+        text: String,
+        force: bool,
+        reply: Reply<Activated>,
+    },
+    Rollback {
+        name: PolicyName,
+        to: Option<semver::Version>,
+        reply: Reply<Activated>,
+    },
+    Kill {
+        scope: KillScope,
+        set: bool,
+        reply: Reply<bool>,
+    },
+    Quarantine {
+        quarantine: Quarantine,
+        reply: Reply<()>,
+    },
+    Release {
+        agent: AgentId,
+        reply: Reply<bool>,
+    },
+    OpenEscalation {
+        escalation: Escalation,
+        reply: Reply<()>,
+    },
+    SetEscalation {
+        id: Uuid,
+        from: EscalationStatus,
+        to: EscalationStatus,
+        reply: Reply<bool>,
+    },
+    PutAgent {
+        record: AgentRecord,
+        reply: Reply<()>,
+    },
+    ListPolicies {
+        reply: Reply<Vec<PolicySummary>>,
+    },
+}
+
+/// A policy name as listings show it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PolicySummary {
+    pub name: String,
+    /// Stable across versions (from the newest active version).
+    pub policy_id: Option<Uuid>,
+    /// Every pushed version, ascending.
+    pub versions: Vec<String>,
+    /// The active versions (the standing one and any scheduled ones).
+    pub active: Vec<String>,
+    /// The scope of the newest active version.
+    pub namespace: Option<String>,
+}
+
+/// The handle the rest of the server uses to send changes.
+#[derive(Debug, Clone)]
+pub struct OwnerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl OwnerHandle {
+    /// Sends a command and waits for its result.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| ApiError::Unavailable {
+                detail: "the node is shutting down".into(),
+            })?;
+        rx.await.map_err(|_| ApiError::Unavailable {
+            detail: "the node is shutting down".into(),
+        })?
+    }
+}
+
+/// The owner task's state.
+#[derive(Debug)]
+pub struct Owner {
+    store: Arc<dyn StateStore>,
+    catalog: Catalog,
+    controls: ControlState,
+    agents: HashMap<AgentId, AgentProfile>,
+    engine: Arc<EngineConfig>,
+    schema: Option<Arc<Schema>>,
+    published: Arc<Published>,
+    snapshot_id: SnapshotId,
+}
+
+impl Owner {
+    /// Rebuilds the state from the store and publishes the first snapshot.
+    pub async fn load(
+        store: Arc<dyn StateStore>,
+        engine: EngineConfig,
+        schema: Option<Arc<Schema>>,
+    ) -> Result<(Self, Arc<Published>), ApiError> {
+        let state = store.load().await?;
+        let mut catalog = Catalog::new();
+        let mut by_key: HashMap<(PolicyName, semver::Version), &StoredVersion> = HashMap::new();
+        for v in &state.versions {
+            catalog.record_pushed(&v.name, v.policy_id, &v.version);
+            by_key.insert((v.name.clone(), v.version.clone()), v);
+        }
+        let mut active: HashMap<PolicyName, Vec<Arc<CheckedPolicy>>> = HashMap::new();
+        for (name, version) in &state.active {
+            let stored = by_key
+                .get(&(name.clone(), version.clone()))
+                .ok_or_else(|| {
+                    ApiError::Internal(format!("active version {name}@{version} is not stored"))
+                })?;
+            active
+                .entry(name.clone())
+                .or_default()
+                .push(parse_stored(stored)?);
+        }
+        for (name, versions) in active {
+            catalog.set_active(&name, versions);
+        }
+        let mut controls = ControlState::default();
+        controls.kill_switches.extend(state.kill_switches);
+        for q in state.quarantines {
+            controls.quarantined.insert(q.agent.clone(), q);
+        }
+        for e in state.open_escalations {
+            if e.status == EscalationStatus::Approved {
+                controls.approved.insert(e.fingerprint.clone(), e.id);
+            }
+        }
+        let agents: HashMap<AgentId, AgentProfile> = state
+            .agents
+            .into_iter()
+            .map(|a| {
+                (
+                    a.id,
+                    AgentProfile {
+                        pack: a.pack,
+                        attributes: a.attributes,
+                    },
+                )
+            })
+            .collect();
+        let engine = Arc::new(engine);
+        let snapshot_id = SnapshotId(state.last_policy_event);
+        let (in_force, next) = catalog.in_force(OffsetDateTime::now_utc());
+        let snapshot = Snapshot::compile(snapshot_id, in_force, next, Arc::clone(&engine), None)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let published = Arc::new(Published {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            controls: ArcSwap::from_pointee(controls.clone()),
+            agents: ArcSwap::from_pointee(agents.clone()),
+        });
+        let owner = Owner {
+            store,
+            catalog,
+            controls,
+            agents,
+            engine,
+            schema,
+            published: Arc::clone(&published),
+            snapshot_id,
+        };
+        Ok((owner, published))
+    }
+
+    /// Starts the owner task; it ends when every handle is dropped.
+    pub fn spawn(self, capacity: usize) -> OwnerHandle {
+        let (tx, rx) = mpsc::channel(capacity);
+        tokio::spawn(self.run(rx));
+        OwnerHandle { tx }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            // Recompile when a validity window opens or closes.
+            let next = self.published.snapshot.load().next_change_at();
+            let wait = next.map(|at| {
+                let secs = (at - OffsetDateTime::now_utc()).as_seconds_f64().max(0.0);
+                std::time::Duration::from_secs_f64(secs)
+            });
+            let cmd = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => return,
+                },
+                () = sleep_for(wait) => {
+                    if let Err(e) = self.recompile() {
+                        tracing::error!(error = %e, "recompiling at a validity boundary");
+                    }
+                    continue;
+                }
+            };
+            self.handle(cmd).await;
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Push {
+                origin,
+                text,
+                force,
+                reply,
+            } => {
+                let _ = reply.send(self.push(&origin, &text, force, true).await);
+            }
+            Command::Validate {
+                origin,
+                text,
+                force,
+                reply,
+            } => {
+                let _ = reply.send(self.push(&origin, &text, force, false).await);
+            }
+            Command::Rollback { name, to, reply } => {
+                let _ = reply.send(self.rollback(&name, to).await);
+            }
+            Command::Kill { scope, set, reply } => {
+                let _ = reply.send(self.kill(scope, set).await);
+            }
+            Command::Quarantine { quarantine, reply } => {
+                let _ = reply.send(self.quarantine(quarantine).await);
+            }
+            Command::Release { agent, reply } => {
+                let _ = reply.send(self.release(agent).await);
+            }
+            Command::OpenEscalation { escalation, reply } => {
+                let _ = reply.send(self.open_escalation(escalation).await);
+            }
+            Command::SetEscalation {
+                id,
+                from,
+                to,
+                reply,
+            } => {
+                let _ = reply.send(self.set_escalation(id, from, to).await);
+            }
+            Command::PutAgent { record, reply } => {
+                let _ = reply.send(self.put_agent(record).await);
+            }
+            Command::ListPolicies { reply } => {
+                let _ = reply.send(Ok(self.list()));
+            }
+        }
+    }
+
+    async fn push(
+        &mut self,
+        origin: &str,
+        text: &str,
+        force: bool,
+        store: bool,
+    ) -> Result<Activated, ApiError> {
+        let policy = Arc::new(
+            check_document(origin, text, self.schema.as_deref())
+                .map_err(|errors| ApiError::Validation { errors })?,
+        );
+        let now = OffsetDateTime::now_utc();
+        let opts = PushOptions {
+            now,
+            force,
+            strategies: STRATEGIES,
+        };
+        let plan =
+            self.catalog
+                .plan_push(&policy, &opts)
+                .map_err(|errors| ApiError::Validation {
+                    errors: errors
+                        .into_iter()
+                        .map(|mut d| {
+                            d.file.get_or_insert_with(|| origin.to_owned());
+                            d
+                        })
+                        .collect(),
+                })?;
+        if !store {
+            return Ok(self.activated(&plan));
+        }
+        let doc = &policy.doc;
+        let change = PolicyChange {
+            name: doc.name.clone(),
+            new_version: Some(StoredVersion {
+                name: doc.name.clone(),
+                version: doc.version.clone(),
+                policy_id: doc.policy_id,
+                format: serde_json::to_value(policy.format)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "yaml".into()),
+                source: text.to_owned(),
+                pushed_at: now,
+            }),
+            active: plan
+                .active_after
+                .iter()
+                .map(|p| p.doc.version.clone())
+                .collect(),
+            event: NewEvent {
+                at: now,
+                kind: "policy.pushed".into(),
+                subject: policy.version_ref().to_string(),
+                detail: json!({
+                    "strategy": doc.activation.strategy.to_string(),
+                    "force": force,
+                    "removed": plan.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            },
+        };
+        let event = self.store.apply_policy_change(change).await?;
+        self.catalog
+            .record_pushed(&doc.name, doc.policy_id, &doc.version);
+        self.commit(&plan, event)
+    }
+
+    async fn rollback(
+        &mut self,
+        name: &PolicyName,
+        to: Option<semver::Version>,
+    ) -> Result<Activated, ApiError> {
+        let current = self.catalog.active_versions(name);
+        let to = match to {
+            Some(v) => v,
+            None => current
+                .iter()
+                .filter(|p| p.doc.validity.is_none())
+                .find_map(|p| p.doc.rollback_point.clone())
+                .ok_or_else(|| ApiError::Conflict {
+                    detail: format!(
+                        "policy {name} has no rollbackPoint; name the version with --to"
+                    ),
+                })?,
+        };
+        let stored = self
+            .store
+            .versions(name)
+            .await?
+            .into_iter()
+            .find(|v| v.version == to)
+            .ok_or_else(|| ApiError::NotFound {
+                what: format!("version {to} of policy {name}"),
+            })?;
+        let target = parse_stored(&stored)?;
+        let now = OffsetDateTime::now_utc();
+        let plan = self
+            .catalog
+            .plan_rollback(&target, now)
+            .map_err(|errors| ApiError::Validation { errors })?;
+        let change = PolicyChange {
+            name: name.clone(),
+            new_version: None,
+            active: plan
+                .active_after
+                .iter()
+                .map(|p| p.doc.version.clone())
+                .collect(),
+            event: NewEvent {
+                at: now,
+                kind: "policy.rolled_back".into(),
+                subject: target.version_ref().to_string(),
+                detail: json!({
+                    "removed": plan.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            },
+        };
+        let event = self.store.apply_policy_change(change).await?;
+        self.commit(&plan, event)
+    }
+
+    fn list(&self) -> Vec<PolicySummary> {
+        self.catalog
+            .names()
+            .map(|name| {
+                let active = self.catalog.active_versions(name);
+                PolicySummary {
+                    name: name.to_string(),
+                    policy_id: active.last().map(|p| p.doc.policy_id),
+                    versions: self
+                        .catalog
+                        .pushed_versions(name)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    active: active.iter().map(|p| p.doc.version.to_string()).collect(),
+                    namespace: active.last().map(|p| p.doc.namespace.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    fn activated(&self, plan: &ActivationPlan) -> Activated {
+        Activated {
+            name: plan.name.to_string(),
+            version: plan.version.to_string(),
+            active: plan
+                .active_after
+                .iter()
+                .map(|p| p.doc.version.to_string())
+                .collect(),
+            removed: plan.removed.iter().map(ToString::to_string).collect(),
+            snapshot: self.snapshot_id.0,
+        }
+    }
+
+    /// Applies a stored plan to the catalog and publishes the new snapshot.
+    fn commit(&mut self, plan: &ActivationPlan, event: u64) -> Result<Activated, ApiError> {
+        self.catalog.apply(plan);
+        self.snapshot_id = SnapshotId(event);
+        self.recompile()?;
+        Ok(self.activated(plan))
+    }
+
+    fn recompile(&mut self) -> Result<(), ApiError> {
+        let (in_force, next) = self.catalog.in_force(OffsetDateTime::now_utc());
+        let previous = self.published.snapshot.load_full();
+        let snapshot = Snapshot::compile(
+            self.snapshot_id,
+            in_force,
+            next,
+            Arc::clone(&self.engine),
+            Some(&previous),
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.published.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    fn publish_controls(&self) {
+        self.published
+            .controls
+            .store(Arc::new(self.controls.clone()));
+    }
+
+    async fn kill(&mut self, scope: KillScope, set: bool) -> Result<bool, ApiError> {
+        let (change, kind) = if set {
+            (ControlChange::Kill(scope.clone()), "kill.set")
+        } else {
+            (ControlChange::ReleaseKill(scope.clone()), "kill.released")
+        };
+        let event = event(kind, scope.to_string(), json!({}));
+        let applied = self
+            .store
+            .apply_control_change(change, event)
+            .await?
+            .is_some();
+        if set {
+            self.controls.kill_switches.insert(scope);
+        } else {
+            self.controls.kill_switches.remove(&scope);
+        }
+        self.publish_controls();
+        Ok(applied)
+    }
+
+    async fn quarantine(&mut self, q: Quarantine) -> Result<(), ApiError> {
+        if self.controls.quarantined.contains_key(&q.agent) {
+            return Ok(());
+        }
+        let event = event(
+            "agent.quarantined",
+            format!("agent {}", q.agent),
+            json!({"decision_id": q.decision_id, "reason": q.reason}),
+        );
+        self.store
+            .apply_control_change(ControlChange::Quarantine(q.clone()), event)
+            .await?;
+        self.controls.quarantined.insert(q.agent.clone(), q);
+        self.publish_controls();
+        Ok(())
+    }
+
+    async fn release(&mut self, agent: AgentId) -> Result<bool, ApiError> {
+        let event = event("agent.released", format!("agent {agent}"), json!({}));
+        let applied = self
+            .store
+            .apply_control_change(ControlChange::ReleaseQuarantine(agent.clone()), event)
+            .await?
+            .is_some();
+        self.controls.quarantined.remove(&agent);
+        self.publish_controls();
+        Ok(applied)
+    }
+
+    async fn open_escalation(&mut self, e: Escalation) -> Result<(), ApiError> {
+        let event = event(
+            "escalation.opened",
+            format!("escalation {}", e.id),
+            json!({"decision_id": e.decision_id, "agent": e.agent, "reason": e.reason}),
+        );
+        self.store
+            .apply_control_change(ControlChange::OpenEscalation(e), event)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_escalation(
+        &mut self,
+        id: Uuid,
+        from: EscalationStatus,
+        to: EscalationStatus,
+    ) -> Result<bool, ApiError> {
+        let at = OffsetDateTime::now_utc();
+        let event = event(
+            &format!("escalation.{}", to.as_str()),
+            format!("escalation {id}"),
+            json!({"from": from.as_str()}),
+        );
+        let change = ControlChange::SetEscalationStatus { id, from, to, at };
+        let applied = self
+            .store
+            .apply_control_change(change, event)
+            .await?
+            .is_some();
+        if applied {
+            if to == EscalationStatus::Approved {
+                if let Some(e) = self.store.escalation(id).await? {
+                    self.controls.approved.insert(e.fingerprint, id);
+                }
+            } else {
+                self.controls.approved.retain(|_, v| *v != id);
+            }
+            self.publish_controls();
+        }
+        Ok(applied)
+    }
+
+    async fn put_agent(&mut self, record: AgentRecord) -> Result<(), ApiError> {
+        let event = event(
+            "agent.registered",
+            format!("agent {}", record.id),
+            json!({"pack": record.pack}),
+        );
+        self.store
+            .apply_control_change(ControlChange::PutAgent(record.clone()), event)
+            .await?;
+        self.agents.insert(
+            record.id,
+            AgentProfile {
+                pack: record.pack,
+                attributes: record.attributes,
+            },
+        );
+        self.published.agents.store(Arc::new(self.agents.clone()));
+        Ok(())
+    }
+}
+
+fn event(kind: &str, subject: String, detail: serde_json::Value) -> NewEvent {
+    NewEvent {
+        at: OffsetDateTime::now_utc(),
+        kind: kind.to_owned(),
+        subject,
+        detail,
+    }
+}
+
+async fn sleep_for(wait: Option<std::time::Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Parses a stored version. It passed validation when pushed, so the configured Cedar
+/// schema is not applied again: a schema change must not make the node unbootable.
+fn parse_stored(v: &StoredVersion) -> Result<Arc<CheckedPolicy>, ApiError> {
+    check_document(&format!("stored {}@{}", v.name, v.version), &v.source, None)
+        .map(Arc::new)
+        .map_err(|errors| {
+            ApiError::Internal(format!(
+                "stored policy {}@{} no longer parses: {}",
+                v.name,
+                v.version,
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })
+}

@@ -1,0 +1,7 @@
+//! The HTTP routers, one file per API area.
+
+pub mod authzen;
+pub mod controls;
+pub mod decide;
+pub mod health;
+pub mod policies;

@@ -1,0 +1,492 @@
+//! The command line as clap sees it: every command, flag and help text. Values are
+//! parsed into checked types here (addresses, URLs, versions, ids, JSON), once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use reqwest::Url;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+const EXAMPLES: &str = "\
+Example session:
+  # Start a development node on 127.0.0.1:8470 (no authentication, loopback only),
+  # keeping its state in ./dynscale-data:
+  dynscale serve
+
+  # In another terminal, check a policy document offline, then push it:
+  dynscale policy validate tools-guard.yaml
+  dynscale policy push tools-guard.yaml
+
+  # Ask for decisions (exit code 0 = allow/warn, 2 = deny/quarantine/escalate):
+  dynscale decide --agent a1 --action read --namespace tools.exec.eng.usa.acme
+  dynscale decide --agent a1 --action shell --namespace tools.exec.eng.usa.acme
+
+  # Stop one agent at once, then let it go again:
+  dynscale kill --agent a1
+  dynscale kill --release --agent a1
+
+Commands that talk to a node take --url (or DYNSCALE_URL; default
+http://127.0.0.1:8470). Exit codes: 0 success, 1 error, 2 a decision that was not
+allow or warn.";
+
+const DECIDE_EXIT: &str = "\
+Exit codes: 0 when the outcome is allow or warn; 2 for any other outcome (deny,
+quarantine, escalate); 1 when the decision could not be made (bad input, unknown
+namespace, node unreachable).";
+
+/// dynscale: a real-time policy decision node for fleets of AI agents.
+///
+/// Before an agent acts, it asks dynscale; dynscale answers allow, warn, deny,
+/// quarantine or escalate from the policies pushed to it. This binary runs a node
+/// (`serve`) and administers one (every other command).
+#[derive(Debug, Parser)]
+#[command(name = "dynscale", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: the decision API, policy administration and controls over HTTP.
+    Serve(ServeArgs),
+    /// Validate, push, list, show and roll back policy documents.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Ask a node for one decision and print it.
+    #[command(after_help = DECIDE_EXIT)]
+    Decide(DecideArgs),
+    /// Register an agent, show what the node knows of it, release it from quarantine.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// List, show, approve or deny actions waiting for a human.
+    #[command(subcommand)]
+    Escalation(EscalationCommand),
+    /// Set, release or list kill switches (an agent, a pack, or everything).
+    Kill(KillArgs),
+    /// Print the node's change history (policies, kill switches, quarantines, agents).
+    Events(EventsArgs),
+}
+
+/// Where the node to talk to is.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// Base URL of the node.
+    #[arg(
+        long,
+        env = "DYNSCALE_URL",
+        default_value = "http://127.0.0.1:8470",
+        value_name = "URL",
+        value_parser = parse_url
+    )]
+    pub url: Url,
+}
+
+fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text)
+        .map_err(|e| format!("`{text}` is not a URL ({e}); write it like http://127.0.0.1:8470"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!(
+            "`{text}` is not an http URL; write it like http://127.0.0.1:8470"
+        ));
+    }
+    Ok(url)
+}
+
+/// `dynscale serve`.
+///
+/// Settings come from defaults, then the TOML file (--config or DYNSCALE_CONFIG),
+/// then DYNSCALE_* environment variables, then flags; each overrides the one before.
+/// Without authentication the node is in development mode and serves loopback only.
+/// Ctrl-C or SIGTERM stops it gracefully. Logging follows DYNSCALE_LOG (default
+/// `info`, e.g. `DYNSCALE_LOG=debug`).
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Environment: DYNSCALE_CONFIG, DYNSCALE_LISTEN, DYNSCALE_DATA_DIR, DYNSCALE_MAX_BODY_BYTES,
+DYNSCALE_DEFAULT_NAMESPACE, DYNSCALE_DEFAULT_DECISION, DYNSCALE_CEDAR_SCHEMA, DYNSCALE_LOG.
+
+Example config file:
+  listen = \"127.0.0.1:8470\"
+  data_dir = \"dynscale-data\"
+  default_decision = \"deny\"
+  [namespace_defaults]
+  acme = \"deny\"")]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8470; env: DYNSCALE_LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the node's state [default: ./dynscale-data; env: DYNSCALE_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file; unknown keys are errors [env: DYNSCALE_CONFIG].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Largest request body accepted, in bytes [env: DYNSCALE_MAX_BODY_BYTES].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Namespace for requests that name none [env: DYNSCALE_DEFAULT_NAMESPACE].
+    #[arg(long, value_name = "NAMESPACE")]
+    pub default_namespace: Option<String>,
+    /// Decision when no policy applies [default: deny; env: DYNSCALE_DEFAULT_DECISION].
+    #[arg(long, value_name = "DECISION")]
+    pub default_decision: Option<DefaultDecisionArg>,
+    /// Cedar schema (`.cedarschema` or JSON) to type-check policies against
+    /// [env: DYNSCALE_CEDAR_SCHEMA].
+    #[arg(long, value_name = "FILE")]
+    pub cedar_schema: Option<PathBuf>,
+}
+
+/// The decision when no policy applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DefaultDecisionArg {
+    Allow,
+    Deny,
+}
+
+/// `dynscale policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy documents without storing them; print every finding as
+    /// `file:line:col: [code] field: message`, or `ok FILE (name@version)`.
+    ///
+    /// Offline by default (the document's own checks and Cedar syntax, plus Cedar
+    /// types with --schema). With --remote the node also checks versions,
+    /// dependencies and conflicts against its policies. Exits 1 if any file fails.
+    Validate(ValidateArgs),
+    /// Validate a document on the node, store it and activate it.
+    Push(PushArgs),
+    /// List the policies on the node: name, active versions, all versions, namespace.
+    List(RemoteArgs),
+    /// Print a stored policy document (the newest active version by default).
+    Show(ShowArgs),
+    /// Make an earlier version of a policy the active one again.
+    Rollback(RollbackArgs),
+}
+
+/// Only `--url`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale policy validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Policy documents (YAML or JSON).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Cedar schema (`.cedarschema` or JSON) to type-check the rules against (offline).
+    #[arg(long, value_name = "FILE", conflicts_with = "remote")]
+    pub schema: Option<PathBuf>,
+    /// Ask the node to run every check a push would run (nothing is stored).
+    #[arg(long)]
+    pub remote: bool,
+    /// With --remote: check as `push --force` would.
+    #[arg(long, requires = "remote")]
+    pub force: bool,
+    #[command(flatten)]
+    pub remote_url: Remote,
+}
+
+/// `dynscale policy push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The policy document (YAML or JSON).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Allow a major version upgrade with `immediate` activation.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale policy show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The policy name.
+    pub name: String,
+    /// The version to show [default: the newest active, else the newest pushed].
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<semver::Version>,
+    /// Print only the document, without the `#` header line.
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale policy rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The policy name.
+    pub name: String,
+    /// The version to return to [default: the active version's `rollbackPoint`].
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<semver::Version>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale decide`.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The acting agent's id (the Cedar principal `Agent::"<id>"`).
+    #[arg(long, value_name = "ID")]
+    pub agent: String,
+    /// The action name (Cedar `Action::"<name>"`).
+    #[arg(long, value_name = "NAME")]
+    pub action: String,
+    /// The request's namespace, five segments:
+    /// service.operation.division.country.org (e.g. tools.exec.eng.usa.acme).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: String,
+    /// The agent's pack (`principal in Pack::"<pack>"`).
+    #[arg(long, value_name = "PACK")]
+    pub pack: Option<String>,
+    /// The resource as TYPE:ID, e.g. `File:report.pdf` or `App::Doc:7`.
+    #[arg(long, value_name = "TYPE:ID", default_value = "Resource:default", value_parser = parse_resource)]
+    pub resource: ResourceRef,
+    /// Extra request context, a JSON object; `namespace` is added from --namespace.
+    #[arg(long, value_name = "JSON", value_parser = parse_context)]
+    pub context: Option<Map<String, Value>>,
+    /// Print the node's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// A resource named on the command line: Cedar `<kind>::"<id>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRef {
+    pub kind: String,
+    pub id: String,
+}
+
+/// Splits `TYPE:ID` at the first single colon, so namespaced types (`App::Doc:7`)
+/// keep their `::`.
+fn parse_resource(text: &str) -> Result<ResourceRef, String> {
+    let bytes = text.as_bytes();
+    let split = (0..bytes.len()).find(|&i| {
+        bytes[i] == b':'
+            && (i == 0 || bytes[i - 1] != b':')
+            && bytes.get(i + 1).is_none_or(|b| *b != b':')
+    });
+    match split {
+        Some(i) if i > 0 && i + 1 < text.len() => Ok(ResourceRef {
+            kind: text[..i].to_owned(),
+            id: text[i + 1..].to_owned(),
+        }),
+        _ => Err(format!(
+            "`{text}` is not TYPE:ID (for example `File:report.pdf`)"
+        )),
+    }
+}
+
+fn parse_context(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("the context must be a JSON object, e.g. '{\"amount\": 12}'".into()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+/// `dynscale agent ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register (or re-register) an agent: its pack and Cedar attributes, which
+    /// override what requests claim.
+    Register(RegisterArgs),
+    /// Show an agent: registration, quarantine and the kill switch covering it.
+    Show(AgentIdArgs),
+    /// Release an agent from quarantine.
+    Release(AgentIdArgs),
+}
+
+/// An agent id and the node.
+#[derive(Debug, Args)]
+pub struct AgentIdArgs {
+    /// The agent id.
+    pub id: String,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale agent register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The agent id.
+    pub id: String,
+    /// The agent's pack.
+    #[arg(long, value_name = "PACK")]
+    pub pack: Option<String>,
+    /// An attribute, KEY=JSONVALUE (repeatable), e.g. `--attr credit_score=700
+    /// --attr 'roles=["ops"]' --attr 'team="blue"'`.
+    #[arg(long = "attr", value_name = "KEY=JSON", value_parser = parse_attr)]
+    pub attrs: Vec<(String, Value)>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+fn parse_attr(text: &str) -> Result<(String, Value), String> {
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(format!("`{text}` is not KEY=JSONVALUE"));
+    };
+    if key.is_empty() {
+        return Err(format!("`{text}` has an empty key"));
+    }
+    let value = serde_json::from_str(value).map_err(|e| {
+        format!("the value of `{key}` is not JSON ({e}); quote strings: {key}='\"{value}\"'")
+    })?;
+    Ok((key.to_owned(), value))
+}
+
+/// `dynscale escalation ...`.
+#[derive(Debug, Subcommand)]
+pub enum EscalationCommand {
+    /// List escalations, newest first.
+    List(EscalationListArgs),
+    /// Show one escalation.
+    Show(EscalationIdArgs),
+    /// Approve a pending escalation: the same action, retried, is let through once.
+    Approve(EscalationIdArgs),
+    /// Deny a pending escalation and close it.
+    Deny(EscalationIdArgs),
+}
+
+/// `dynscale escalation list`.
+#[derive(Debug, Args)]
+pub struct EscalationListArgs {
+    /// Only escalations with this status.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<EscalationStatusArg>,
+    /// At most this many (the node caps it at 1000).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// Where an escalation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EscalationStatusArg {
+    /// Waiting for a human.
+    Pending,
+    /// Approved, not yet used.
+    Approved,
+    /// Closed without approval.
+    Denied,
+    /// Approved and consumed by the retried action.
+    Used,
+}
+
+impl EscalationStatusArg {
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationStatusArg::Pending => "pending",
+            EscalationStatusArg::Approved => "approved",
+            EscalationStatusArg::Denied => "denied",
+            EscalationStatusArg::Used => "used",
+        }
+    }
+}
+
+/// An escalation id and the node.
+#[derive(Debug, Args)]
+pub struct EscalationIdArgs {
+    /// The escalation id (printed by `decide` and `escalation list`).
+    pub id: Uuid,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale kill`.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("target")
+        .args(["agent", "pack", "global", "list"])
+        .required(true)
+        .multiple(false)
+))]
+pub struct KillArgs {
+    /// Kill (or release) one agent: its every action is denied.
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+    /// Kill (or release) every agent of a pack.
+    #[arg(long, value_name = "ID")]
+    pub pack: Option<String>,
+    /// Kill (or release) everything on the node.
+    #[arg(long)]
+    pub global: bool,
+    /// Release the named kill switch instead of setting it.
+    #[arg(long)]
+    pub release: bool,
+    /// List the kill switches in force.
+    #[arg(long, conflicts_with = "release")]
+    pub list: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events with a larger id (to page on from the last one seen).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub after: u64,
+    /// At most this many [default: 100; the node caps it at 1000].
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn resources_split_at_the_first_single_colon() {
+        let r = parse_resource("App::Doc:7").expect("valid");
+        assert_eq!((r.kind.as_str(), r.id.as_str()), ("App::Doc", "7"));
+        let r = parse_resource("File:a:b").expect("valid");
+        assert_eq!((r.kind.as_str(), r.id.as_str()), ("File", "a:b"));
+        for bad in ["File", ":x", "File:", "App::Doc"] {
+            assert!(parse_resource(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn context_must_be_an_object() {
+        assert!(parse_context("{\"a\": 1}").is_ok());
+        assert!(parse_context("[1]").is_err());
+        assert!(parse_context("{").is_err());
+    }
+
+    #[test]
+    fn attributes_are_key_and_json() {
+        assert_eq!(
+            parse_attr("score=700").expect("valid"),
+            ("score".to_owned(), Value::from(700))
+        );
+        assert_eq!(
+            parse_attr("team=\"blue\"").expect("valid"),
+            ("team".to_owned(), Value::from("blue"))
+        );
+        assert!(parse_attr("team=blue").is_err());
+        assert!(parse_attr("=1").is_err());
+        assert!(parse_attr("novalue").is_err());
+    }
+}
