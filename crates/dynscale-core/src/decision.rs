@@ -123,7 +123,9 @@ pub fn decide(
             if has(RuleEffect::Quarantine) {
                 let effect = DecisionEffect::QuarantineAgent { reason };
                 (Outcome::Quarantine, reasons, Some(effect))
-            } else if has(RuleEffect::Escalate) {
+            } else if hits.iter().all(|h| h.effect == RuleEffect::Escalate) {
+                // Only when every determining forbid asks for a human may a human's
+                // approval let the action through; a plain forbid still denies.
                 match controls.approved.get(&req.fingerprint) {
                     Some(id) => (
                         Outcome::Allow,

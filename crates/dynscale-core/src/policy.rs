@@ -185,6 +185,25 @@ fn check_rules(
             Some(l) => d.at(l, 1),
             None => d,
         };
+        if rule.id.as_str().is_empty()
+            || !rule
+                .id
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            // Dots are reserved: `rule.n` names the n-th Cedar policy of a rule.
+            findings.push(place(
+                Diagnostic::new(
+                    DiagnosticCode::Schema,
+                    format!(
+                        "rule id `{}` must be non-empty and use only letters, digits, `-` and `_`",
+                        rule.id
+                    ),
+                )
+                .field(format!("{field}.id")),
+            ));
+        }
         if !seen.insert(rule.id.as_str()) {
             findings.push(place(
                 Diagnostic::new(

@@ -141,8 +141,11 @@ impl ActionRequest {
             Some(_) => return Err(InputError::PackNotString),
         };
         // A registered agent's pack and attributes are the node's record; they win
-        // over what the request claims.
-        let pack = profile.and_then(|p| p.pack.clone()).or(claimed_pack);
+        // over what the request claims, including a claim of a pack it was not given.
+        let pack = match profile {
+            Some(p) => p.pack.clone(),
+            None => claimed_pack,
+        };
 
         let subject_type = type_name("subject.type", input.subject_type)?;
         let principal =

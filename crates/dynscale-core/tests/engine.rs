@@ -2,9 +2,9 @@
 //! evaluated against requests built from JSON, and decided under operator controls.
 //!
 //! Sections: table-driven decisions over a realistic fintech/retail policy set; the
-//! action index; incremental compilation; a model-based property test against a naive
-//! oracle (every matching policy in one Cedar set). Known bugs are `#[ignore]`d tests
-//! that state the bug.
+//! action index; every checked policy compiling; incremental compilation; a
+//! model-based property test against a naive oracle (every matching policy in one
+//! Cedar set). Known bugs are `#[ignore]`d tests that state the bug.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -743,8 +743,6 @@ mod decisions {
     }
 
     #[test]
-    #[ignore = "bug: decision.rs takes the escalate branch when any hit escalates, so an \
-                approval also lets through an action a plain forbid denies"]
     fn approval_does_not_override_a_plain_forbid() {
         let policies = [policy(
             "guard",
@@ -964,8 +962,6 @@ mod checked_policies_compile {
     }
 
     #[test]
-    #[ignore = "bug: snapshot.rs build_entry adds a rule once per listed action, so an action \
-                listed twice adds the same policy id twice and a checked policy fails to compile"]
     fn repeated_action_in_list_compiles() {
         let p = policy(
             "dup",
@@ -983,44 +979,30 @@ mod checked_policies_compile {
     }
 
     #[test]
-    #[ignore = "bug: policy.rs parse_cedar names the n-th Cedar policy of rule `x` \
-                `name@version#x.n`, the id of a rule named `x.n`; snapshot.rs build_entry then \
-                keys rule metadata by that id, so one rule's hit is reported as the other's \
-                (a permit counted as a forbid), or compile fails when both share an action set"]
     fn rule_ids_cannot_collide_with_multi_policy_rules() {
-        let rules = [
-            (
-                "x",
-                "permit(principal, action == Action::\"a\", resource);\n\
-                 permit(principal, action == Action::\"b\", resource);",
-            ),
-            (
-                "x.1",
-                r#"forbid(principal, action == Action::"c", resource);"#,
-            ),
-        ];
-        let snapshot = compiles(policy("collide", "*.*.*.*.fintech", &rules));
-        assert_eq!(
-            verdict(&snapshot, "a"),
-            Normal::Permit(vec!["collide@1.0.0#x".into()]),
-            "the permit of rule x must not be reported as rule x.1's forbid"
-        );
-        assert_eq!(
-            verdict(&snapshot, "c"),
-            Normal::Forbid(vec!["collide@1.0.0#x.1".into()])
-        );
-        // The same ids in one action set: the policy does not compile at all.
-        let rules = [
-            (
-                "x",
-                "permit(principal, action, resource);\npermit(principal, action, resource);",
-            ),
-            ("x.1", "forbid(principal, action, resource);"),
-        ];
-        let snapshot = compiles(policy("collide2", "*.*.*.*.fintech", &rules));
-        assert_eq!(
-            verdict(&snapshot, "a"),
-            Normal::Forbid(vec!["collide2@1.0.0#x.1".into()])
+        // The n-th Cedar policy of rule `x` is `name@version#x.n`; dots are therefore
+        // not allowed in rule ids, so no rule can be named `x.1`.
+        let yaml = r#"
+policyId: 1f0c9d2e-7a3b-4c5d-8e9f-0a1b2c3d4e5f
+name: collide
+version: 1.0.0
+namespace: "*.*.*.*.fintech"
+rules:
+  - id: x
+    cedar: |
+      permit(principal, action == Action::"a", resource);
+      permit(principal, action == Action::"b", resource);
+  - id: x.1
+    cedar: |
+      forbid(principal, action == Action::"c", resource);
+"#;
+        let errors = dynscale_core::policy::check_document("t.yaml", yaml, None)
+            .expect_err("a dotted rule id is refused");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.field.as_deref() == Some("rules[1].id")),
+            "{errors:?}"
         );
     }
 }
@@ -1390,7 +1372,7 @@ mod model {
             })
     }
 
-    fn check_generated(i: usize, p: &GenPolicy) -> Arc<CheckedPolicy> {
+    fn check_generated(i: usize, version: &str, p: &GenPolicy) -> Arc<CheckedPolicy> {
         let cedar: Vec<String> = p.rules.iter().map(GenRule::cedar).collect();
         let ids: Vec<String> = (0..p.rules.len()).map(|r| format!("r{r}")).collect();
         let rules: Vec<(&str, &str)> = ids
@@ -1398,7 +1380,7 @@ mod model {
             .map(String::as_str)
             .zip(cedar.iter().map(String::as_str))
             .collect();
-        policy(&format!("p{i}"), &p.scope.join("."), &rules)
+        policy_version(&format!("p{i}"), version, &p.scope.join("."), &rules)
     }
 
     fn build_request(r: &GenRequest) -> ActionRequest {
@@ -1591,7 +1573,7 @@ mod model {
             let checked: Vec<_> = generated
                 .iter()
                 .enumerate()
-                .map(|(i, p)| check_generated(i, p))
+                .map(|(i, p)| check_generated(i, "1.0.0", p))
                 .collect();
             let config = config(fin_allows);
             let snapshot = compile(&checked, &config, None);
@@ -1615,17 +1597,7 @@ mod model {
                 .iter()
                 .enumerate()
                 .map(|(i, (v1, v2))| {
-                    let v2 = {
-                        let cedar: Vec<String> = v2.rules.iter().map(GenRule::cedar).collect();
-                        let ids: Vec<String> = (0..cedar.len()).map(|r| format!("r{r}")).collect();
-                        let rules: Vec<(&str, &str)> = ids
-                            .iter()
-                            .map(String::as_str)
-                            .zip(cedar.iter().map(String::as_str))
-                            .collect();
-                        policy_version(&format!("p{i}"), "2.0.0", &v2.scope.join("."), &rules)
-                    };
-                    [check_generated(i, v1), v2]
+                    [check_generated(i, "1.0.0", v1), check_generated(i, "2.0.0", v2)]
                 })
                 .collect();
             let pick = |choice: &[u8]| -> Vec<Arc<CheckedPolicy>> {

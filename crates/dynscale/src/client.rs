@@ -86,7 +86,7 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Why a request failed.
+/// Why a request failed. `request` reads like `GET http://127.0.0.1:8470/v1/kill`.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answered at the URL.
@@ -94,33 +94,27 @@ pub enum ClientError {
         "cannot reach a dynscale node at {url} ({reason}); start one with `dynscale serve`, \
          or point --url (DYNSCALE_URL) at a running node"
     )]
-    Unreachable { url: Url, reason: String },
+    Unreachable { url: String, reason: String },
     /// The node refused the request and said why.
     #[error("{problem}")]
     Problem { status: u16, problem: Problem },
     /// An error status without a problem body (a proxy, or not a dynscale node).
-    #[error("{method} {url} answered {status}: {body}")]
+    #[error("{request} answered {status}: {body}")]
     Status {
-        method: Method,
-        url: Url,
+        request: String,
         status: u16,
         body: String,
     },
     /// A success status whose body is not what the command expects.
-    #[error("{method} {url}: the answer is not what dynscale sends ({reason})")]
-    Decode {
-        method: Method,
-        url: Url,
-        reason: String,
-    },
+    #[error("{request}: the answer is not what dynscale sends ({reason})")]
+    Decode { request: String, reason: String },
     /// The URL cannot carry a path.
     #[error("{url} cannot be used as a base URL")]
-    BadBase { url: Url },
+    BadBase { url: String },
     /// Any other transport failure (timeouts, broken connections).
-    #[error("{method} {url}: {source}")]
+    #[error("{request}: {source}")]
     Transport {
-        method: Method,
-        url: Url,
+        request: String,
         source: reqwest::Error,
     },
     /// The HTTP client could not be set up.
@@ -146,7 +140,7 @@ impl Client {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| ClientError::BadBase {
-                url: self.base.clone(),
+                url: self.base.to_string(),
             })?
             .pop_if_empty()
             .extend(segments);
@@ -193,6 +187,7 @@ impl Client {
         body: Body,
     ) -> Result<T, ClientError> {
         let url = self.url(segments, query)?;
+        let described = format!("{method} {url}");
         let request: RequestBuilder = self.http.request(method.clone(), url.clone());
         let request = match body {
             Body::None => request,
@@ -202,7 +197,7 @@ impl Client {
                 .body(text),
         };
         tracing::debug!(%method, %url, "request");
-        let response = request.send().map_err(|e| self.failed(&method, &url, e))?;
+        let response = request.send().map_err(|e| self.failed(&described, e))?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -210,25 +205,21 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let bytes = response
-            .bytes()
-            .map_err(|e| self.failed(&method, &url, e))?;
+        let bytes = response.bytes().map_err(|e| self.failed(&described, e))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-                method,
-                url,
+                request: described,
                 reason: e.to_string(),
             });
         }
-        if content_type.contains("json") {
-            if let Ok(problem) = serde_json::from_slice::<Problem>(&bytes) {
-                if !problem.title.is_empty() || !problem.detail.is_empty() {
-                    return Err(ClientError::Problem {
-                        status: status.as_u16(),
-                        problem,
-                    });
-                }
-            }
+        if content_type.contains("json")
+            && let Ok(problem) = serde_json::from_slice::<Problem>(&bytes)
+            && (!problem.title.is_empty() || !problem.detail.is_empty())
+        {
+            return Err(ClientError::Problem {
+                status: status.as_u16(),
+                problem,
+            });
         }
         let text = String::from_utf8_lossy(&bytes);
         let body = match text.char_indices().nth(BODY_EXCERPT) {
@@ -236,24 +227,22 @@ impl Client {
             None => text.into_owned(),
         };
         Err(ClientError::Status {
-            method,
-            url,
+            request: described,
             status: status.as_u16(),
             body,
         })
     }
 
-    fn failed(&self, method: &Method, url: &Url, e: reqwest::Error) -> ClientError {
+    fn failed(&self, request: &str, e: reqwest::Error) -> ClientError {
         if e.is_connect() {
             let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), root_cause);
             ClientError::Unreachable {
-                url: self.base.clone(),
+                url: self.base.to_string(),
                 reason,
             }
         } else {
             ClientError::Transport {
-                method: method.clone(),
-                url: url.clone(),
+                request: request.to_owned(),
                 source: e,
             }
         }

@@ -221,7 +221,8 @@ mod tests {
         let from_flag = config_file("data_dir = \"flag-file\"\n");
         let env_path = from_env.path().to_string_lossy().into_owned();
         let flag_path = from_flag.path().to_string_lossy().into_owned();
-        let env = env_of(&[(CONFIG_ENV, env_path.as_str())]);
+        let pairs = [(CONFIG_ENV, env_path.as_str())];
+        let env = env_of(&pairs);
 
         let config = load(&serve_args(&[]), &env).expect("env file");
         assert_eq!(config.data_dir, PathBuf::from("env-file"));

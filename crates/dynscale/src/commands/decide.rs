@@ -40,10 +40,10 @@ fn exit_for(outcome: &str) -> Exit {
 
 fn build_request(args: &DecideArgs) -> Result<EvaluationRequest> {
     let mut context: Map<String, Value> = args.context.clone().unwrap_or_default();
-    if let Some(given) = context.get("namespace") {
-        if given.as_str() != Some(args.namespace.as_str()) {
-            bail!("--context sets `namespace`; give the namespace with --namespace only");
-        }
+    if let Some(given) = context.get("namespace")
+        && given.as_str() != Some(args.namespace.as_str())
+    {
+        bail!("--context sets `namespace`; give the namespace with --namespace only");
     }
     context.insert("namespace".into(), Value::String(args.namespace.clone()));
     let mut properties = Map::new();

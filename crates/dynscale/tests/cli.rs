@@ -1,0 +1,414 @@
+//! The `dynscale` binary run as a user runs it: help, offline validation, start-up
+//! refusals, and an end-to-end session against a real node on a loopback port.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dynscale");
+
+const GOOD_POLICY: &str = r#"policyId: 1f0c9d2e-7a3b-4c5d-8e9f-0a1b2c3d4e5f
+name: tools-guard
+version: 1.0.0
+namespace: "*.*.*.*.acme"
+rules:
+  - id: allow-read
+    cedar: |
+      permit(principal, action == Action::"read", resource);
+  - id: no-shell
+    cedar: |
+      forbid(principal, action == Action::"shell", resource);
+"#;
+
+const NAMESPACE: &str = "tools.exec.eng.usa.acme";
+
+/// Every variable the binary reads, removed so the caller's environment cannot
+/// change what a test sees.
+const ENV_VARS: &[&str] = &[
+    "DYNSCALE_URL",
+    "DYNSCALE_CONFIG",
+    "DYNSCALE_LISTEN",
+    "DYNSCALE_DATA_DIR",
+    "DYNSCALE_MAX_BODY_BYTES",
+    "DYNSCALE_DEFAULT_NAMESPACE",
+    "DYNSCALE_DEFAULT_DECISION",
+    "DYNSCALE_CEDAR_SCHEMA",
+    "DYNSCALE_LOG",
+];
+
+fn dynscale(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in ENV_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(dir);
+    cmd
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    dynscale(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running dynscale {args:?}: {e}"))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "dynscale {args:?} exited {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    )
+}
+
+/// Runs and asserts the exit code.
+fn expect(dir: &Path, args: &[&str], code: i32) -> Output {
+    let out = run(dir, args);
+    assert_eq!(out.status.code(), Some(code), "{}", describe(args, &out));
+    out
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// A port that was free a moment ago (bound, then released).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let dir = tempdir();
+    let out = expect(dir.path(), &["--help"], 0);
+    let text = stdout(&out);
+    for command in [
+        "serve",
+        "policy",
+        "decide",
+        "agent",
+        "escalation",
+        "kill",
+        "events",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "--help does not list `{command}`:\n{text}"
+        );
+    }
+    assert!(text.contains("Example session"), "{text}");
+    assert!(text.contains("dynscale policy push"), "{text}");
+
+    let decide = stdout(&expect(dir.path(), &["decide", "--help"], 0));
+    assert!(decide.contains("Exit codes"), "{decide}");
+    let policy = stdout(&expect(dir.path(), &["policy", "--help"], 0));
+    for sub in ["validate", "push", "list", "show", "rollback"] {
+        assert!(policy.contains(sub), "policy --help lacks {sub}:\n{policy}");
+    }
+}
+
+#[test]
+fn validate_accepts_a_good_document() {
+    let dir = tempdir();
+    write(dir.path(), "good.yaml", GOOD_POLICY);
+    let out = expect(dir.path(), &["policy", "validate", "good.yaml"], 0);
+    assert_eq!(stdout(&out).trim(), "ok good.yaml (tools-guard@1.0.0)");
+}
+
+/// Whether `line` starts `file:LINE:COL:` with numbers for LINE and COL.
+fn has_position(line: &str, file: &str) -> bool {
+    let Some(rest) = line.strip_prefix(&format!("{file}:")) else {
+        return false;
+    };
+    let mut parts = rest.splitn(3, ':');
+    let numeric =
+        |p: Option<&str>| p.is_some_and(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()));
+    numeric(parts.next()) && numeric(parts.next()) && parts.next().is_some()
+}
+
+#[test]
+fn validate_reports_a_cedar_syntax_error_with_its_position() {
+    let dir = tempdir();
+    write(dir.path(), "good.yaml", GOOD_POLICY);
+    write(
+        dir.path(),
+        "bad.yaml",
+        &GOOD_POLICY.replace(r#"Action::"read", resource"#, r#"Action::"read" resource"#),
+    );
+    let out = expect(
+        dir.path(),
+        &["policy", "validate", "good.yaml", "bad.yaml"],
+        1,
+    );
+    let text = stdout(&out);
+    assert!(text.contains("ok good.yaml (tools-guard@1.0.0)"), "{text}");
+    let finding = text
+        .lines()
+        .find(|l| l.starts_with("bad.yaml"))
+        .unwrap_or_else(|| panic!("no finding for bad.yaml:\n{text}"));
+    assert!(has_position(finding, "bad.yaml"), "{finding}");
+    assert!(finding.contains("[cedar_syntax]"), "{finding}");
+    assert!(finding.contains("rules[0].cedar"), "{finding}");
+    assert!(stderr(&out).contains("1 of 2"), "{}", stderr(&out));
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address() {
+    let dir = tempdir();
+    let out = expect(
+        dir.path(),
+        &["serve", "--listen", "0.0.0.0:0", "--data-dir", "data"],
+        1,
+    );
+    let text = stderr(&out);
+    assert!(text.contains("refusing to listen on 0.0.0.0:0"), "{text}");
+    assert!(text.contains("loopback"), "{text}");
+}
+
+#[test]
+fn serve_names_an_unknown_config_key() {
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "node.toml",
+        "data_dir = \"data\"\nlisten_adress = \"x\"\n",
+    );
+    let out = expect(dir.path(), &["serve", "--config", "node.toml"], 1);
+    let text = stderr(&out);
+    assert!(text.contains("listen_adress"), "{text}");
+    assert!(text.contains("line 2"), "{text}");
+}
+
+#[test]
+fn an_unreachable_node_is_named_with_a_hint() {
+    let dir = tempdir();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let out = expect(dir.path(), &["policy", "list", "--url", &url], 1);
+    let text = stderr(&out);
+    assert!(text.contains(&url), "{text}");
+    assert!(text.contains("dynscale serve"), "{text}");
+}
+
+/// A node started for one test; killed when dropped, even if the test panics.
+struct Node {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = dir.join("serve.log");
+        let log_file = fs::File::create(&log).expect("creating the server log");
+        let log_err = log_file.try_clone().expect("cloning the log handle");
+        let child = dynscale(dir)
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .expect("starting dynscale serve");
+        let mut node = Node {
+            child,
+            url: format!("http://{listen}"),
+            log,
+        };
+        node.wait_healthy();
+        node
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls /healthz. The deadline only bounds a broken start-up; nothing here
+    /// asserts how fast the node starts.
+    fn wait_healthy(&mut self) {
+        let client = reqwest::blocking::Client::new();
+        let health = format!("{}/healthz", self.url);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("dynscale serve exited with {status}:\n{}", self.log());
+            }
+            if client
+                .get(&health)
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not become healthy:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn end_to_end_push_decide_and_kill() {
+    let dir = tempdir();
+    let d = dir.path();
+    write(d, "tools-guard.yaml", GOOD_POLICY);
+    write(
+        d,
+        "broken.yaml",
+        &GOOD_POLICY.replace("1.0.0", "1.1.0").replace(
+            r#"Action::"shell", resource"#,
+            r#"Action::"shell" resource"#,
+        ),
+    );
+    let node = Node::start(d);
+    let url = node.url.clone();
+    let with_url = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|s| (*s).to_owned())
+            .chain(["--url".to_owned(), url.clone()])
+            .collect()
+    };
+    let call = |args: &[&str], code: i32| -> Output {
+        let args = with_url(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(d, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}\n--- server log\n{}",
+            describe(&args, &out),
+            node.log()
+        );
+        out
+    };
+    let decide = |action: &str, code: i32| -> String {
+        stdout(&call(
+            &[
+                "decide",
+                "--agent",
+                "a1",
+                "--action",
+                action,
+                "--namespace",
+                NAMESPACE,
+            ],
+            code,
+        ))
+    };
+
+    // The node announced development mode.
+    assert!(node.log().contains("development mode"), "{}", node.log());
+
+    let pushed = stdout(&call(&["policy", "push", "tools-guard.yaml"], 0));
+    assert!(pushed.contains("pushed tools-guard@1.0.0"), "{pushed}");
+
+    // A rejected push prints the problem and every finding with its position.
+    let rejected = call(&["policy", "push", "broken.yaml"], 1);
+    let text = stderr(&rejected);
+    assert!(
+        text.starts_with("error: Policy document rejected"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| has_position(l, "broken.yaml")),
+        "{text}"
+    );
+
+    let listing = stdout(&call(&["policy", "list"], 0));
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("tools-guard") && l.contains("*.*.*.*.acme")),
+        "{listing}"
+    );
+    let shown = stdout(&call(&["policy", "show", "tools-guard"], 0));
+    assert!(shown.starts_with("# tools-guard@1.0.0 (active"), "{shown}");
+    assert!(shown.contains(r#"forbid(principal, action == Action::"shell""#));
+
+    let allowed = decide("read", 0);
+    assert!(allowed.contains("outcome:     allow"), "{allowed}");
+    assert!(
+        allowed.contains("tools-guard@1.0.0#allow-read"),
+        "{allowed}"
+    );
+    let denied = decide("shell", 2);
+    assert!(denied.contains("outcome:     deny"), "{denied}");
+    assert!(denied.contains("tools-guard@1.0.0#no-shell"), "{denied}");
+
+    // --json prints the node's answer as it is.
+    let raw = stdout(&call(
+        &[
+            "decide",
+            "--agent",
+            "a1",
+            "--action",
+            "shell",
+            "--namespace",
+            NAMESPACE,
+            "--json",
+        ],
+        2,
+    ));
+    let value: serde_json::Value = serde_json::from_str(&raw).expect("decide --json is JSON");
+    assert_eq!(value["outcome"], "deny");
+    assert_eq!(value["allowed"], false);
+
+    // A kill switch denies what the policy allows, until released.
+    let set = stdout(&call(&["kill", "--agent", "a1"], 0));
+    assert!(set.contains("kill switch set: agent a1"), "{set}");
+    let listed = stdout(&call(&["kill", "--list"], 0));
+    assert_eq!(listed.trim(), "agent a1");
+    let killed = decide("read", 2);
+    assert!(killed.contains("outcome:     deny"), "{killed}");
+    let released = stdout(&call(&["kill", "--release", "--agent", "a1"], 0));
+    assert!(
+        released.contains("kill switch released: agent a1"),
+        "{released}"
+    );
+    let listed = stdout(&call(&["kill", "--list"], 0));
+    assert_eq!(listed.trim(), "no kill switches in force");
+    decide("read", 0);
+
+    // Errors from the node come back as `error: <title>: <detail>`.
+    let missing = call(&["policy", "show", "no-such-policy"], 1);
+    assert!(
+        stderr(&missing).starts_with("error: Not found: "),
+        "{}",
+        stderr(&missing)
+    );
+
+    let events = stdout(&call(&["events"], 0));
+    for kind in ["policy.pushed", "kill.set", "kill.released"] {
+        assert!(events.contains(kind), "events lack {kind}:\n{events}");
+    }
+}

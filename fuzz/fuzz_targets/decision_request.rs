@@ -1,0 +1,85 @@
+//! Arbitrary bytes as a decision request body: decoding, building the Cedar request
+//! and deciding against the example policies must never panic.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use dynscale_core::controls::ControlState;
+use dynscale_core::decision::decide;
+use dynscale_core::ids::SnapshotId;
+use dynscale_core::policy::check_document;
+use dynscale_core::request::{ActionInput, ActionRequest};
+use dynscale_core::snapshot::{EngineConfig, Snapshot};
+use dynscale_server::wire::{EvaluationRequest, decode};
+use libfuzzer_sys::fuzz_target;
+
+const POLICIES: [(&str, &str); 5] = [
+    (
+        "base-safety.yaml",
+        include_str!("../../examples/policies/base-safety.yaml"),
+    ),
+    (
+        "data-export.yaml",
+        include_str!("../../examples/policies/data-export.yaml"),
+    ),
+    (
+        "email-guard.yaml",
+        include_str!("../../examples/policies/email-guard.yaml"),
+    ),
+    (
+        "payments-guard.yaml",
+        include_str!("../../examples/policies/payments-guard.yaml"),
+    ),
+    (
+        "shell-guard.yaml",
+        include_str!("../../examples/policies/shell-guard.yaml"),
+    ),
+];
+
+fn snapshot() -> &'static Snapshot {
+    static SNAPSHOT: OnceLock<Snapshot> = OnceLock::new();
+    SNAPSHOT.get_or_init(|| {
+        let in_force = POLICIES
+            .iter()
+            .map(|(origin, text)| match check_document(origin, text, None) {
+                Ok(p) => Arc::new(p),
+                Err(findings) => panic!("example policy {origin} does not check: {findings:?}"),
+            })
+            .collect();
+        Snapshot::compile(
+            SnapshotId(1),
+            in_force,
+            None,
+            Arc::new(EngineConfig::default()),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("example policies do not compile: {e}"))
+    })
+}
+
+fn controls() -> &'static ControlState {
+    static CONTROLS: OnceLock<ControlState> = OnceLock::new();
+    CONTROLS.get_or_init(ControlState::default)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let snapshot = snapshot();
+    let Ok(req) = decode::<EvaluationRequest>(data) else {
+        return;
+    };
+    let input = ActionInput {
+        subject_type: &req.subject.kind,
+        subject_id: &req.subject.id,
+        subject_properties: &req.subject.properties,
+        action: &req.action.name,
+        resource_type: &req.resource.kind,
+        resource_id: &req.resource.id,
+        resource_properties: &req.resource.properties,
+        context: &req.context,
+        default_namespace: None,
+    };
+    let Ok(action) = ActionRequest::build(&input, None) else {
+        return;
+    };
+    let _ = decide(snapshot, controls(), &action);
+});
