@@ -251,7 +251,7 @@ fn check_rules(
         }
     }
     if let Some(schema) = schema {
-        type_check(doc, &out, schema, findings);
+        type_check(doc, text, &out, schema, findings);
     }
     out
 }
@@ -370,6 +370,7 @@ fn parse_cedar(
 
 fn type_check(
     doc: &PolicyDocument,
+    text: &str,
     rules: &[CedarRule],
     schema: &Schema,
     findings: &mut Vec<Diagnostic>,
@@ -383,18 +384,29 @@ fn type_check(
     }
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     for e in result.validation_errors() {
-        let rule = rules
-            .iter()
-            .find(|r| r.policy.id() == e.policy_id())
-            .map(|r| r.rule.to_string())
-            .unwrap_or_default();
-        findings.push(
-            Diagnostic::new(
-                DiagnosticCode::CedarType,
-                format!("rule `{rule}` ({}): {e}", doc.name),
-            )
-            .field("rules.cedar"),
-        );
+        let Some(cedar_rule) = rules.iter().find(|r| r.policy.id() == e.policy_id()) else {
+            continue;
+        };
+        let index = doc.rules.iter().position(|r| r.id == cedar_rule.rule);
+        let mut d = Diagnostic::new(
+            DiagnosticCode::CedarType,
+            format!("rule `{}`: {e}", cedar_rule.rule),
+        )
+        .field(match index {
+            Some(i) => format!("rules[{i}].cedar"),
+            None => "rules".into(),
+        });
+        // Labels point into the rule's Cedar text; map them into the document.
+        let src = index.and_then(|i| doc.rules[i].cedar.as_deref());
+        let offset = miette::Diagnostic::labels(e)
+            .and_then(|mut l| l.next())
+            .map(|l| l.offset());
+        if let Some((line, col)) =
+            src.and_then(|src| find_block(text, src).and_then(|b| b.position(src, offset)))
+        {
+            d = d.at(line, col);
+        }
+        findings.push(d);
     }
 }
 

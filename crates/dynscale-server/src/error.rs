@@ -20,7 +20,8 @@ pub enum ApiError {
         column: usize,
     },
     /// Well-formed, but a field is missing, of the wrong type, unknown or invalid.
-    #[error("{field}: {detail}")]
+    /// `detail` is a whole sentence that names the field (see [`ApiError::invalid`]).
+    #[error("{detail}")]
     InvalidField { field: String, detail: String },
     /// The body is larger than the configured limit.
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -44,6 +45,7 @@ pub enum ApiError {
 
 impl From<InputError> for ApiError {
     fn from(e: InputError) -> Self {
+        // InputError's message already names its field.
         ApiError::InvalidField {
             field: e.field(),
             detail: e.to_string(),
@@ -76,6 +78,14 @@ pub struct Problem {
 }
 
 impl ApiError {
+    /// An invalid field, with a detail prefixed by the field's name.
+    pub fn invalid(field: &str, detail: impl std::fmt::Display) -> Self {
+        ApiError::InvalidField {
+            field: field.to_owned(),
+            detail: format!("{field}: {detail}"),
+        }
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -188,10 +188,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::PayloadTooLarge { limit })
             }
-            Err(e) => Err(ApiError::InvalidField {
-                field: "body".into(),
-                detail: e.body_text(),
-            }),
+            Err(e) => Err(ApiError::invalid("body", e.body_text())),
         }
     }
 }
@@ -229,7 +226,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 (".", None) => "body".into(),
                 _ => path,
             };
-            ApiError::InvalidField { field, detail }
+            ApiError::invalid(&field, detail)
         }
     })
 }

@@ -52,6 +52,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node: the decision API, policy administration and controls over HTTP.
+    ///
+    /// Settings come from defaults, then the TOML file (--config or DYNSCALE_CONFIG),
+    /// then DYNSCALE_* environment variables, then flags; each overrides the one
+    /// before. Without authentication the node runs in development mode and serves
+    /// loopback addresses only. Ctrl-C or SIGTERM stops it gracefully. Logs go to
+    /// stderr, filtered by DYNSCALE_LOG (default `info`, e.g. `DYNSCALE_LOG=debug`).
     Serve(ServeArgs),
     /// Validate, push, list, show and roll back policy documents.
     #[command(subcommand)]
@@ -96,13 +102,7 @@ fn parse_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// `dynscale serve`.
-///
-/// Settings come from defaults, then the TOML file (--config or DYNSCALE_CONFIG),
-/// then DYNSCALE_* environment variables, then flags; each overrides the one before.
-/// Without authentication the node is in development mode and serves loopback only.
-/// Ctrl-C or SIGTERM stops it gracefully. Logging follows DYNSCALE_LOG (default
-/// `info`, e.g. `DYNSCALE_LOG=debug`).
+/// `dynscale serve` flags; the environment and the file are read in `config`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
 Environment: DYNSCALE_CONFIG, DYNSCALE_LISTEN, DYNSCALE_DATA_DIR, DYNSCALE_MAX_BODY_BYTES,

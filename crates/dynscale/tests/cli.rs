@@ -1,14 +1,11 @@
 //! The `dynscale` binary run as a user runs it: help, offline validation, start-up
 //! refusals, and an end-to-end session against a real node on a loopback port.
 
-use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dynscale");
+use std::process::Output;
+
+use common::*;
 
 const GOOD_POLICY: &str = r#"policyId: 1f0c9d2e-7a3b-4c5d-8e9f-0a1b2c3d4e5f
 name: tools-guard
@@ -24,76 +21,6 @@ rules:
 "#;
 
 const NAMESPACE: &str = "tools.exec.eng.usa.acme";
-
-/// Every variable the binary reads, removed so the caller's environment cannot
-/// change what a test sees.
-const ENV_VARS: &[&str] = &[
-    "DYNSCALE_URL",
-    "DYNSCALE_CONFIG",
-    "DYNSCALE_LISTEN",
-    "DYNSCALE_DATA_DIR",
-    "DYNSCALE_MAX_BODY_BYTES",
-    "DYNSCALE_DEFAULT_NAMESPACE",
-    "DYNSCALE_DEFAULT_DECISION",
-    "DYNSCALE_CEDAR_SCHEMA",
-    "DYNSCALE_LOG",
-];
-
-fn dynscale(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    for var in ENV_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.current_dir(dir);
-    cmd
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    dynscale(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running dynscale {args:?}: {e}"))
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn describe(args: &[&str], out: &Output) -> String {
-    format!(
-        "dynscale {args:?} exited {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    )
-}
-
-/// Runs and asserts the exit code.
-fn expect(dir: &Path, args: &[&str], code: i32) -> Output {
-    let out = run(dir, args);
-    assert_eq!(out.status.code(), Some(code), "{}", describe(args, &out));
-    out
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    path
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
-}
-
-/// A port that was free a moment ago (bound, then released).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 #[test]
 fn help_lists_every_command() {
@@ -206,75 +133,6 @@ fn an_unreachable_node_is_named_with_a_hint() {
     let text = stderr(&out);
     assert!(text.contains(&url), "{text}");
     assert!(text.contains("dynscale serve"), "{text}");
-}
-
-/// A node started for one test; killed when dropped, even if the test panics.
-struct Node {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let log = dir.join("serve.log");
-        let log_file = fs::File::create(&log).expect("creating the server log");
-        let log_err = log_file.try_clone().expect("cloning the log handle");
-        let child = dynscale(dir)
-            .args(["serve", "--listen", &listen, "--data-dir"])
-            .arg(dir.join("data"))
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .spawn()
-            .expect("starting dynscale serve");
-        let mut node = Node {
-            child,
-            url: format!("http://{listen}"),
-            log,
-        };
-        node.wait_healthy();
-        node
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls /healthz. The deadline only bounds a broken start-up; nothing here
-    /// asserts how fast the node starts.
-    fn wait_healthy(&mut self) {
-        let client = reqwest::blocking::Client::new();
-        let health = format!("{}/healthz", self.url);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("dynscale serve exited with {status}:\n{}", self.log());
-            }
-            if client
-                .get(&health)
-                .send()
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node did not become healthy:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -65,14 +65,14 @@ pub async fn evaluations(
             .map_err(|e| ApiError::Internal(e.to_string()));
     }
     if batch.evaluations.len() > node.config.max_batch {
-        return Err(ApiError::InvalidField {
-            field: "evaluations".into(),
-            detail: format!(
+        return Err(ApiError::invalid(
+            "evaluations",
+            format!(
                 "{} evaluations exceed the batch limit of {}",
                 batch.evaluations.len(),
                 node.config.max_batch
             ),
-        });
+        ));
     }
     let semantic = batch.options.evaluations_semantic;
     let mut out = Vec::with_capacity(batch.evaluations.len());
@@ -105,9 +105,11 @@ pub async fn evaluations(
 }
 
 fn merge(batch: &EvaluationsRequest, item: &EvaluationItem) -> Result<EvaluationRequest, ApiError> {
-    let missing = |field: &str| ApiError::InvalidField {
-        field: field.into(),
-        detail: format!("missing field `{field}` (neither in the evaluation nor at the top level)"),
+    let missing = |field: &str| {
+        ApiError::invalid(
+            field,
+            format!("missing field `{field}` (neither in the evaluation nor at the top level)"),
+        )
     };
     Ok(EvaluationRequest {
         subject: item

@@ -30,26 +30,22 @@ pub struct KillSwitch {
 impl KillSwitch {
     fn parse(&self) -> Result<KillScope, ApiError> {
         let id = |what: &str| {
-            self.id
-                .clone()
-                .filter(|i| !i.is_empty())
-                .ok_or_else(|| ApiError::InvalidField {
-                    field: "id".into(),
-                    detail: format!("a {what} kill switch needs the {what} id"),
-                })
+            self.id.clone().filter(|i| !i.is_empty()).ok_or_else(|| {
+                ApiError::invalid("id", format!("a {what} kill switch needs the {what} id"))
+            })
         };
         match self.scope.as_str() {
             "global" if self.id.is_none() => Ok(KillScope::Global),
-            "global" => Err(ApiError::InvalidField {
-                field: "id".into(),
-                detail: "the global kill switch takes no id".into(),
-            }),
+            "global" => Err(ApiError::invalid(
+                "id",
+                "the global kill switch takes no id",
+            )),
             "pack" => Ok(KillScope::Pack(PackId::new(id("pack")?))),
             "agent" => Ok(KillScope::Agent(AgentId::new(id("agent")?))),
-            other => Err(ApiError::InvalidField {
-                field: "scope".into(),
-                detail: format!("`{other}` is not one of global, pack, agent"),
-            }),
+            other => Err(ApiError::invalid(
+                "scope",
+                format!("`{other}` is not one of global, pack, agent"),
+            )),
         }
     }
 
@@ -254,9 +250,11 @@ pub async fn escalations(
     let status = q
         .status
         .map(|s| {
-            EscalationStatus::parse(&s).ok_or_else(|| ApiError::InvalidField {
-                field: "status".into(),
-                detail: format!("`{s}` is not one of pending, approved, denied, used"),
+            EscalationStatus::parse(&s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    format!("`{s}` is not one of pending, approved, denied, used"),
+                )
             })
         })
         .transpose()?;

@@ -50,14 +50,14 @@ pub async fn decide_batch(
 ) -> Result<Json<DecideBatchResponse>, ApiError> {
     let batch: DecideBatchRequest = decode(&body)?;
     if batch.requests.len() > node.config.max_batch {
-        return Err(ApiError::InvalidField {
-            field: "requests".into(),
-            detail: format!(
+        return Err(ApiError::invalid(
+            "requests",
+            format!(
                 "{} requests exceed the batch limit of {}",
                 batch.requests.len(),
                 node.config.max_batch
             ),
-        });
+        ));
     }
     let mut results = Vec::with_capacity(batch.requests.len());
     for req in &batch.requests {

@@ -25,12 +25,14 @@ pub struct PushQuery {
 }
 
 fn document_text(body: &[u8]) -> Result<String, ApiError> {
-    String::from_utf8(body.to_vec()).map_err(|e| ApiError::InvalidField {
-        field: "body".into(),
-        detail: format!(
-            "the policy document is not UTF-8 (byte {})",
-            e.utf8_error().valid_up_to()
-        ),
+    String::from_utf8(body.to_vec()).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!(
+                "the policy document is not UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
     })
 }
 
@@ -153,9 +155,8 @@ pub async fn show(
 ) -> Result<Json<PolicyVersion>, ApiError> {
     let info = summary(&node, &name).await?;
     let wanted = match q.version {
-        Some(v) => semver::Version::parse(&v).map_err(|e| ApiError::InvalidField {
-            field: "version".into(),
-            detail: format!("`{v}` is not a semver version: {e}"),
+        Some(v) => semver::Version::parse(&v).map_err(|e| {
+            ApiError::invalid("version", format!("`{v}` is not a semver version: {e}"))
         })?,
         None => {
             let newest = info.active.last().or(info.versions.last());
@@ -216,10 +217,8 @@ pub async fn rollback(
     let to = req
         .to
         .map(|v| {
-            semver::Version::parse(&v).map_err(|e| ApiError::InvalidField {
-                field: "to".into(),
-                detail: format!("`{v}` is not a semver version: {e}"),
-            })
+            semver::Version::parse(&v)
+                .map_err(|e| ApiError::invalid("to", format!("`{v}` is not a semver version: {e}")))
         })
         .transpose()?;
     summary(&node, &name).await?;
