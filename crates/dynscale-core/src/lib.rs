@@ -4,12 +4,15 @@
 //! This crate does no IO: no files, no sockets, no clock, no randomness. Time and
 //! identifiers are passed in by the caller.
 
+pub mod audit_bundle;
+pub mod audit_entry;
 pub mod catalog;
 pub mod controls;
 pub mod decision;
 pub mod diagnostic;
 pub mod document;
 pub mod ids;
+pub mod merkle;
 pub mod namespace;
 pub mod policy;
 pub mod request;

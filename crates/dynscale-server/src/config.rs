@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use dynscale_core::audit_entry::PrivacyRule;
 use dynscale_core::snapshot::{DefaultDecision, EngineConfig};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,63 @@ pub struct ServerConfig {
     pub namespace_defaults: BTreeMap<String, DefaultDecision>,
     /// A Cedar schema file (`.cedarschema` or JSON) to type-check policies against.
     pub cedar_schema: Option<PathBuf>,
+    /// The verifiable audit log.
+    pub audit: AuditSettings,
+}
+
+/// When an appended entry counts as acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditDurability {
+    /// After fsync: an acknowledged decision survives power loss.
+    Sync,
+    /// After the write; fsync follows within `batch_window_ms`.
+    Batch,
+    /// On enqueue; written and fsynced in the background.
+    Async,
+}
+
+/// Settings of the audit log (`[audit]` in the TOML file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    pub durability: AuditDurability,
+    /// Longest time between a `batch` acknowledgement and its fsync.
+    pub batch_window_ms: u64,
+    /// Segment files roll over at this size.
+    pub segment_bytes: u64,
+    /// A cap on the audit directory's bytes; at the cap, writes halt with 503.
+    pub max_bytes: Option<u64>,
+    /// Signed checkpoints are written this often (when the log grew) and at shutdown.
+    pub checkpoint_interval_secs: u64,
+    /// The origin line of checkpoints, naming this log.
+    pub origin: String,
+    /// Ed25519 signing key file; created (mode 0600) in the data directory when absent.
+    pub signing_key: Option<PathBuf>,
+    /// Sealed segments older than this many hours are zstd-compressed.
+    pub compress_after_hours: Option<u64>,
+    /// When the log cannot take an entry: `false` refuses decisions with 503 (fail
+    /// closed), `true` answers them unaudited.
+    pub fail_open: bool,
+    /// Context fields hashed or dropped before they are logged, per namespace scope.
+    pub privacy: Vec<PrivacyRule>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            durability: AuditDurability::Batch,
+            batch_window_ms: 5,
+            segment_bytes: 64 * 1024 * 1024,
+            max_bytes: None,
+            checkpoint_interval_secs: 10,
+            origin: "dynscale.local/audit".into(),
+            signing_key: None,
+            compress_after_hours: None,
+            fail_open: false,
+            privacy: Vec::new(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -43,6 +101,7 @@ impl Default for ServerConfig {
             default_decision: DefaultDecision::Deny,
             namespace_defaults: BTreeMap::new(),
             cedar_schema: None,
+            audit: AuditSettings::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! behind axum routers (AuthZEN, decisions, policy administration, controls, health).
 //! Only this crate knows HTTP and the JSON wire types.
 
+pub mod recorder;
 pub mod config;
 mod error;
 mod node;
@@ -27,8 +28,9 @@ pub use error::{ApiError, Problem};
 pub use node::Node;
 pub use openapi::ApiDoc;
 
+use crate::recorder::{Audit, AuditStartError};
 use crate::owner::Owner;
-use crate::routes::{authzen, controls, decide, health, policies};
+use crate::routes::{audit, authzen, controls, decide, health, policies};
 use crate::wire::BodyLimit;
 
 /// Why a node could not start.
@@ -43,6 +45,8 @@ pub enum StartError {
     Schema { path: String, reason: String },
     #[error(transparent)]
     Store(#[from] dynscale_store::StoreError),
+    #[error("opening the audit log: {0}")]
+    Audit(#[from] AuditStartError),
     #[error("loading the node state: {0}")]
     Load(ApiError),
     #[error("listening on {addr}: {source}")]
@@ -86,16 +90,20 @@ impl Node {
             Some(path) => Some(Arc::new(load_schema(path)?)),
             None => None,
         };
-        let (owner, published) = Owner::load(Arc::clone(&store), config.engine(), schema)
-            .await
-            .map_err(StartError::Load)?;
+        let config = Arc::new(config);
+        let audit = Audit::open(Arc::clone(&config))?;
+        let (owner, published) =
+            Owner::load(Arc::clone(&store), audit.clone(), config.engine(), schema)
+                .await
+                .map_err(StartError::Load)?;
         let owner = owner.spawn(1024);
         let node = Node {
             published,
             owner,
             store,
-            config: Arc::new(config),
+            config,
             ready: Arc::new(AtomicBool::new(false)),
+            audit,
         };
         node.ready.store(true, Ordering::Release);
         Ok(node)
@@ -129,6 +137,12 @@ impl Node {
                 post(controls::escalation_approve),
             )
             .route("/v1/escalations/{id}/deny", post(controls::escalation_deny))
+            .route("/v1/audit/checkpoint", get(audit::checkpoint))
+            .route("/v1/audit/pubkey", get(audit::pubkey))
+            .route("/v1/audit/entries", get(audit::entries))
+            .route("/v1/audit/decisions/{id}", get(audit::decision))
+            .route("/v1/audit/proof/inclusion", get(audit::inclusion))
+            .route("/v1/audit/proof/consistency", get(audit::consistency))
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz))
             .route("/openapi.json", get(openapi::openapi_json))

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use dynscale_core::audit_entry::DecisionRecord;
 use dynscale_core::controls::{Escalation, EscalationStatus, Quarantine};
 use dynscale_core::decision::{self, DecisionEffect, Outcome};
 use dynscale_core::ids::AgentId;
 use dynscale_core::request::{ActionInput, ActionRequest};
 use dynscale_store::StateStore;
+use serde_json::Map;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::recorder::Audit;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::owner::{Command, OwnerHandle, Published};
@@ -25,6 +28,7 @@ pub struct Node {
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) audit: Audit,
 }
 
 impl Node {
@@ -33,9 +37,47 @@ impl Node {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Decides one request, carries out its effects and appends it to the audit log;
+    /// the answer carries the entry's `audit_index`.
+    pub async fn decide(&self, req: &EvaluationRequest) -> Result<DecisionContext, ApiError> {
+        let (mut ctx, entry) = self.decide_unlogged(req).await?;
+        self.log(std::slice::from_mut(&mut ctx), vec![entry]).await?;
+        Ok(ctx)
+    }
+
+    /// Appends the entries of decided requests and fills in their audit indexes. When
+    /// the log cannot take them, decisions fail closed (503) unless configured open,
+    /// in which case they are answered unaudited, with a warning.
+    pub async fn log(
+        &self,
+        decided: &mut [DecisionContext],
+        entries: Vec<Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        match self.audit.append(entries).await {
+            Ok(indexes) => {
+                for (ctx, index) in decided.iter_mut().zip(indexes) {
+                    ctx.audit_index = Some(index);
+                }
+                Ok(())
+            }
+            Err(ApiError::Unavailable { .. }) if self.audit.fails_open() => {
+                for ctx in decided.iter_mut() {
+                    ctx.warnings
+                        .push("not audited: the audit log is full (fail-open)".into());
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Decides one request and carries out what the decision asks for (quarantine,
     /// escalation) before returning, so the answer never runs ahead of the state.
-    pub async fn decide(&self, req: &EvaluationRequest) -> Result<DecisionContext, ApiError> {
+    /// Returns the answer and the audit entry still to be appended.
+    pub async fn decide_unlogged(
+        &self,
+        req: &EvaluationRequest,
+    ) -> Result<(DecisionContext, Vec<u8>), ApiError> {
         let agents = self.published.agents.load();
         let input = ActionInput {
             subject_type: &req.subject.kind,
@@ -105,16 +147,40 @@ impl Node {
                     }
                 }
             }
-            return Ok(DecisionContext {
+            let at = OffsetDateTime::now_utc();
+            let policies: Vec<String> = d.policies.iter().map(ToString::to_string).collect();
+            let entry = self.audit.decision_entry(
+                DecisionRecord {
+                    decision_id,
+                    at,
+                    outcome: d.outcome,
+                    snapshot: d.snapshot.0,
+                    agent: action.agent.to_string(),
+                    pack: action.pack.as_ref().map(ToString::to_string),
+                    action: action.action.clone(),
+                    resource: action.resource.clone(),
+                    namespace: action.namespace.to_string(),
+                    policies: policies.clone(),
+                    reasons: d.reasons.clone(),
+                    warnings: d.warnings.clone(),
+                    context: Map::new(),
+                    escalation_id,
+                },
+                &req.context,
+                &action.namespace,
+            );
+            let ctx = DecisionContext {
                 outcome: d.outcome.as_str().to_owned(),
                 decision_id,
                 reasons: d.reasons,
                 warnings: d.warnings,
                 errors: d.errors,
-                policies: d.policies.iter().map(ToString::to_string).collect(),
+                policies,
                 snapshot: d.snapshot.0,
                 escalation_id,
-            });
+                audit_index: None,
+            };
+            return Ok((ctx, entry));
         }
         Err(ApiError::Conflict {
             detail: "the approval for this action was used concurrently; retry".into(),

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{authzen, controls, decide, health, policies};
+use crate::routes::{audit, authzen, controls, decide, health, policies};
 
 /// dynscale's HTTP API.
 #[derive(Debug, OpenApi)]
@@ -25,6 +25,8 @@ use crate::routes::{authzen, controls, decide, health, policies};
         controls::agent_show, controls::agent_register, controls::agent_release,
         controls::quarantines, controls::escalations, controls::escalation,
         controls::escalation_approve, controls::escalation_deny,
+        audit::checkpoint, audit::pubkey, audit::entries, audit::decision,
+        audit::inclusion, audit::consistency,
         health::healthz, health::readyz, openapi_json,
     ),
     tags(
@@ -32,6 +34,7 @@ use crate::routes::{authzen, controls, decide, health, policies};
         (name = "decisions", description = "dynscale's own decision API"),
         (name = "policies", description = "Policy documents and their history"),
         (name = "controls", description = "Kill switches, quarantine, escalations, agents"),
+        (name = "audit", description = "The verifiable (RFC 9162 Merkle) audit log"),
         (name = "health", description = "Liveness, readiness and this document"),
     )
 )]

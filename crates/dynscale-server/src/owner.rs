@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::recorder::Audit;
 use crate::error::ApiError;
 
 /// Strategies this node can carry out. Rollouts add the others.
@@ -143,6 +144,7 @@ impl OwnerHandle {
 #[derive(Debug)]
 pub struct Owner {
     store: Arc<dyn StateStore>,
+    audit: Audit,
     catalog: Catalog,
     controls: ControlState,
     agents: HashMap<AgentId, AgentProfile>,
@@ -156,6 +158,7 @@ impl Owner {
     /// Rebuilds the state from the store and publishes the first snapshot.
     pub async fn load(
         store: Arc<dyn StateStore>,
+        audit: Audit,
         engine: EngineConfig,
         schema: Option<Arc<Schema>>,
     ) -> Result<(Self, Arc<Published>), ApiError> {
@@ -216,6 +219,7 @@ impl Owner {
         });
         let owner = Owner {
             store,
+            audit,
             catalog,
             controls,
             agents,
@@ -370,6 +374,10 @@ impl Owner {
                 }),
             },
         };
+        let change = PolicyChange {
+            event: self.audited(change.event).await?,
+            ..change
+        };
         let event = self.store.apply_policy_change(change).await?;
         self.catalog
             .record_pushed(&doc.name, doc.policy_id, &doc.version);
@@ -425,6 +433,10 @@ impl Owner {
                     "removed": plan.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 }),
             },
+        };
+        let change = PolicyChange {
+            event: self.audited(change.event).await?,
+            ..change
         };
         let event = self.store.apply_policy_change(change).await?;
         self.commit(&plan, event)
@@ -501,6 +513,7 @@ impl Owner {
             (ControlChange::ReleaseKill(scope.clone()), "kill.released")
         };
         let event = event(kind, scope.to_string(), json!({}));
+        let event = self.audited(event).await?;
         let applied = self
             .store
             .apply_control_change(change, event)
@@ -524,6 +537,7 @@ impl Owner {
             format!("agent {}", q.agent),
             json!({"decision_id": q.decision_id, "reason": q.reason}),
         );
+        let event = self.audited(event).await?;
         self.store
             .apply_control_change(ControlChange::Quarantine(q.clone()), event)
             .await?;
@@ -534,6 +548,7 @@ impl Owner {
 
     async fn release(&mut self, agent: AgentId) -> Result<bool, ApiError> {
         let event = event("agent.released", format!("agent {agent}"), json!({}));
+        let event = self.audited(event).await?;
         let applied = self
             .store
             .apply_control_change(ControlChange::ReleaseQuarantine(agent.clone()), event)
@@ -550,6 +565,7 @@ impl Owner {
             format!("escalation {}", e.id),
             json!({"decision_id": e.decision_id, "agent": e.agent, "reason": e.reason}),
         );
+        let event = self.audited(event).await?;
         self.store
             .apply_control_change(ControlChange::OpenEscalation(e), event)
             .await?;
@@ -568,6 +584,7 @@ impl Owner {
             format!("escalation {id}"),
             json!({"from": from.as_str()}),
         );
+        let event = self.audited(event).await?;
         let change = ControlChange::SetEscalationStatus { id, from, to, at };
         let applied = self
             .store
@@ -593,6 +610,7 @@ impl Owner {
             format!("agent {}", record.id),
             json!({"pack": record.pack}),
         );
+        let event = self.audited(event).await?;
         self.store
             .apply_control_change(ControlChange::PutAgent(record.clone()), event)
             .await?;
@@ -605,6 +623,22 @@ impl Owner {
         );
         self.published.agents.store(Arc::new(self.agents.clone()));
         Ok(())
+    }
+}
+
+impl Owner {
+    /// Appends the event to the audit log before the change is stored, and notes the
+    /// entry's index in the stored event. If the store then fails, the log holds the
+    /// attempt; a change is never stored without its audit entry.
+    async fn audited(&self, mut event: NewEvent) -> Result<NewEvent, ApiError> {
+        let index = self
+            .audit
+            .event(&event.kind, &event.subject, event.detail.clone())
+            .await?;
+        if let serde_json::Value::Object(map) = &mut event.detail {
+            map.insert("audit_index".into(), json!(index));
+        }
+        Ok(event)
     }
 }
 

@@ -80,6 +80,10 @@ pub struct DecisionContext {
     /// The pending escalation this decision opened (outcome `escalate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation_id: Option<Uuid>,
+    /// The decision's index in the audit log (absent only when the log is full and
+    /// the node is configured to fail open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_index: Option<u64>,
 }
 
 /// An AuthZEN evaluation response; `decision` is true for allow and warn only.
@@ -229,4 +233,28 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::invalid(&field, detail)
         }
     })
+}
+
+/// Query parameters, with a problem+json 422 naming the parameter when they do not
+/// parse (axum's own rejection is plain text).
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Params)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let field = if field == "." { "query".to_owned() } else { field };
+                ApiError::invalid(&field, e.into_inner())
+            })
+    }
 }

@@ -75,6 +75,82 @@ pub enum Command {
     Kill(KillArgs),
     /// Print the node's change history (policies, kill switches, quarantines, agents).
     Events(EventsArgs),
+    /// Read the verifiable audit log, get proofs, and verify logs and proofs offline.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `dynscale audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the newest entries of a node's log.
+    Tail {
+        /// How many entries.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print the logged entry of one decision (or event) by its id.
+    Show {
+        /// The decision id from a decision's answer.
+        #[arg(value_name = "DECISION_ID")]
+        id: Uuid,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print the public key (C2SP vkey) that verifies the log's checkpoints.
+    Pubkey {
+        /// Read it from a data directory instead of asking a node.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a proof bundle for one decision: its entry, an inclusion proof and a
+    /// signed checkpoint. `audit verify-proof` checks it offline.
+    Prove {
+        #[arg(value_name = "DECISION_ID")]
+        id: Uuid,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check a proof bundle offline with only the log's public key.
+    VerifyProof {
+        /// The bundle written by `audit prove`.
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// The public key (vkey text, or a file holding it).
+        #[arg(long, value_name = "KEY")]
+        pubkey: String,
+    },
+    /// Check a whole log offline: every entry's checksum and leaf, every tile, every
+    /// checkpoint's signature and the consistency between successive checkpoints.
+    /// Names the first bad entry or file and exits 1.
+    Verify {
+        /// The node's data directory (the node may be stopped).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The public key (vkey text or file) [default: the one in the data directory].
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
+    },
+    /// Write every entry of a (stopped) node's log to stdout.
+    Export {
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header row.
+    Csv,
 }
 
 /// Where the node to talk to is.
@@ -106,14 +182,18 @@ fn parse_url(text: &str) -> Result<Url, String> {
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
 Environment: DYNSCALE_CONFIG, DYNSCALE_LISTEN, DYNSCALE_DATA_DIR, DYNSCALE_MAX_BODY_BYTES,
-DYNSCALE_DEFAULT_NAMESPACE, DYNSCALE_DEFAULT_DECISION, DYNSCALE_CEDAR_SCHEMA, DYNSCALE_LOG.
+DYNSCALE_DEFAULT_NAMESPACE, DYNSCALE_DEFAULT_DECISION, DYNSCALE_CEDAR_SCHEMA,
+DYNSCALE_AUDIT_DURABILITY, DYNSCALE_LOG.
 
 Example config file:
   listen = \"127.0.0.1:8470\"
   data_dir = \"dynscale-data\"
   default_decision = \"deny\"
   [namespace_defaults]
-  acme = \"deny\"")]
+  acme = \"deny\"
+  [audit]
+  durability = \"sync\"
+  max_bytes = 10737418240")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8470; env: DYNSCALE_LISTEN].
     #[arg(long, value_name = "ADDR")]
@@ -137,6 +217,19 @@ pub struct ServeArgs {
     /// [env: DYNSCALE_CEDAR_SCHEMA].
     #[arg(long, value_name = "FILE")]
     pub cedar_schema: Option<PathBuf>,
+    /// When a decision counts as logged: `sync` after fsync, `batch` after the write
+    /// with fsync within a few milliseconds, `async` on enqueue
+    /// [default: batch; env: DYNSCALE_AUDIT_DURABILITY].
+    #[arg(long, value_name = "MODE")]
+    pub audit_durability: Option<AuditDurabilityArg>,
+}
+
+/// Audit log durability modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditDurabilityArg {
+    Sync,
+    Batch,
+    Async,
 }
 
 /// The decision when no policy applies.

@@ -178,7 +178,7 @@ impl Client {
         self.call(Method::PUT, segments, &[], Body::Json(body))
     }
 
-    /// Sends one request and decodes the answer.
+    /// Sends one request and decodes the JSON answer.
     pub fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -186,6 +186,30 @@ impl Client {
         query: &[(&str, &str)],
         body: Body,
     ) -> Result<T, ClientError> {
+        let (described, bytes) = self.send(method, segments, query, body)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            request: described,
+            reason: e.to_string(),
+        })
+    }
+
+    /// `GET` a text answer (e.g. a signed checkpoint).
+    pub fn get_text(&self, segments: &[&str]) -> Result<String, ClientError> {
+        let (described, bytes) = self.send(Method::GET, segments, &[], Body::None)?;
+        String::from_utf8(bytes).map_err(|e| ClientError::Decode {
+            request: described,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends one request; a success gives the request's description and the body.
+    fn send(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Body,
+    ) -> Result<(String, Vec<u8>), ClientError> {
         let url = self.url(segments, query)?;
         let described = format!("{method} {url}");
         let request: RequestBuilder = self.http.request(method.clone(), url.clone());
@@ -207,10 +231,7 @@ impl Client {
             .to_ascii_lowercase();
         let bytes = response.bytes().map_err(|e| self.failed(&described, e))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-                request: described,
-                reason: e.to_string(),
-            });
+            return Ok((described, bytes.to_vec()));
         }
         if content_type.contains("json")
             && let Ok(problem) = serde_json::from_slice::<Problem>(&bytes)

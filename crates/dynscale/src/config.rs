@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use dynscale_core::snapshot::DefaultDecision;
 use dynscale_server::ServerConfig;
+use dynscale_server::config::AuditDurability;
 
-use crate::cli::{DefaultDecisionArg, ServeArgs};
+use crate::cli::{AuditDurabilityArg, DefaultDecisionArg, ServeArgs};
 
 /// The variable naming the configuration file when `--config` does not.
 pub const CONFIG_ENV: &str = "DYNSCALE_CONFIG";
@@ -25,6 +26,7 @@ pub struct Overrides {
     pub default_namespace: Option<String>,
     pub default_decision: Option<DefaultDecision>,
     pub cedar_schema: Option<PathBuf>,
+    pub audit_durability: Option<AuditDurability>,
 }
 
 impl Overrides {
@@ -40,6 +42,11 @@ impl Overrides {
                 DefaultDecisionArg::Deny => DefaultDecision::Deny,
             }),
             cedar_schema: args.cedar_schema.clone(),
+            audit_durability: args.audit_durability.map(|d| match d {
+                AuditDurabilityArg::Sync => AuditDurability::Sync,
+                AuditDurabilityArg::Batch => AuditDurability::Batch,
+                AuditDurabilityArg::Async => AuditDurability::Async,
+            }),
         }
     }
 
@@ -74,6 +81,16 @@ impl Overrides {
                 })
                 .transpose()?,
             cedar_schema: var("DYNSCALE_CEDAR_SCHEMA").map(PathBuf::from),
+            audit_durability: var("DYNSCALE_AUDIT_DURABILITY")
+                .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                    "sync" => Ok(AuditDurability::Sync),
+                    "batch" => Ok(AuditDurability::Batch),
+                    "async" => Ok(AuditDurability::Async),
+                    _ => Err(anyhow!(
+                        "DYNSCALE_AUDIT_DURABILITY=`{v}` is not `sync`, `batch` or `async`"
+                    )),
+                })
+                .transpose()?,
         })
     }
 
@@ -96,6 +113,9 @@ impl Overrides {
         }
         if let Some(v) = self.cedar_schema {
             config.cedar_schema = Some(v);
+        }
+        if let Some(v) = self.audit_durability {
+            config.audit.durability = v;
         }
     }
 }

@@ -58,5 +58,6 @@ fn dispatch(command: &Command) -> Result<Exit> {
         Command::Escalation(command) => commands::escalation::run(command),
         Command::Kill(args) => commands::kill::run(args),
         Command::Events(args) => commands::events::run(args),
+        Command::Audit(command) => commands::audit::run(command),
     }
 }

@@ -11,7 +11,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-/// Length in bytes of a [`Hash`].
+/// Length in bytes of a [`Hash`](struct@Hash).
 pub const HASH_SIZE: usize = 32;
 
 /// A SHA-256 value in the Merkle tree: a leaf hash, an interior node hash or a root.
@@ -145,7 +145,10 @@ fn nibble((position, character): (usize, char)) -> Result<u8, HashParseError> {
     character
         .to_digit(16)
         .and_then(|digit| u8::try_from(digit).ok())
-        .ok_or(HashParseError::NotHex { character, position })
+        .ok_or(HashParseError::NotHex {
+            character,
+            position,
+        })
 }
 
 impl Serialize for Hash {
@@ -225,7 +228,10 @@ mod tests {
         non_ascii.push('é');
         assert!(matches!(
             non_ascii.parse::<Hash>(),
-            Err(HashParseError::NotHex { character: 'é', position: 63 })
+            Err(HashParseError::NotHex {
+                character: 'é',
+                position: 63
+            })
         ));
     }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::node::{Node, allowed};
 use crate::wire::{
-    Body, EvaluationItem, EvaluationRequest, EvaluationResponse, EvaluationsRequest,
+    Body, DecisionContext, EvaluationItem, EvaluationRequest, EvaluationResponse, EvaluationsRequest,
     EvaluationsResponse, EvaluationsSemantic, decode,
 };
 
@@ -32,10 +32,13 @@ pub async fn evaluation(
 }
 
 async fn evaluate(node: &Node, req: &EvaluationRequest) -> Result<EvaluationResponse, ApiError> {
-    let ctx = node.decide(req).await?;
+    response(&node.decide(req).await?)
+}
+
+fn response(ctx: &DecisionContext) -> Result<EvaluationResponse, ApiError> {
     Ok(EvaluationResponse {
         decision: allowed(&ctx.outcome),
-        context: serde_json::to_value(&ctx).map_err(|e| ApiError::Internal(e.to_string()))?,
+        context: serde_json::to_value(ctx).map_err(|e| ApiError::Internal(e.to_string()))?,
     })
 }
 
@@ -75,29 +78,51 @@ pub async fn evaluations(
         ));
     }
     let semantic = batch.options.evaluations_semantic;
-    let mut out = Vec::with_capacity(batch.evaluations.len());
+    // Decide in order (stopping early per the semantic), then append every decision's
+    // entry in one group commit before answering.
+    let mut decided = Vec::with_capacity(batch.evaluations.len());
+    let mut entries = Vec::new();
+    let mut slots = Vec::with_capacity(batch.evaluations.len());
     for item in &batch.evaluations {
-        let resp = match merge(&batch, item) {
-            Ok(req) => evaluate(&node, &req).await,
+        let result = match merge(&batch, item) {
+            Ok(req) => node.decide_unlogged(&req).await,
             Err(e) => Err(e),
         };
-        let resp = match resp {
-            Ok(r) => r,
+        let allowed_now = match result {
+            Ok((ctx, entry)) => {
+                let ok = allowed(&ctx.outcome);
+                slots.push(Ok(decided.len()));
+                decided.push(ctx);
+                entries.push(entry);
+                ok
+            }
             Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail)),
-            Err(e) => EvaluationResponse {
-                decision: false,
-                context: json!({ "error": e.problem() }),
-            },
+            Err(e) => {
+                slots.push(Err(e.problem()));
+                false
+            }
         };
         let stop = match semantic {
             EvaluationsSemantic::ExecuteAll => false,
-            EvaluationsSemantic::DenyOnFirstDeny => !resp.decision,
-            EvaluationsSemantic::PermitOnFirstPermit => resp.decision,
+            EvaluationsSemantic::DenyOnFirstDeny => !allowed_now,
+            EvaluationsSemantic::PermitOnFirstPermit => allowed_now,
         };
-        out.push(resp);
         if stop {
             break;
         }
+    }
+    if !entries.is_empty() {
+        node.log(&mut decided, entries).await?;
+    }
+    let mut out = Vec::with_capacity(slots.len());
+    for slot in slots {
+        out.push(match slot {
+            Ok(i) => response(&decided[i])?,
+            Err(problem) => EvaluationResponse {
+                decision: false,
+                context: json!({ "error": problem }),
+            },
+        });
     }
     serde_json::to_value(EvaluationsResponse { evaluations: out })
         .map(Json)

@@ -2,7 +2,7 @@
 //! agent registration (pack and attributes, which become Cedar entity data).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use dynscale_core::controls::{Escalation, EscalationStatus, KillScope, Quarantine};
 use dynscale_core::ids::{AgentId, PackId};
 use dynscale_store::AgentRecord;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::owner::Command;
-use crate::wire::{Body, decode};
+use crate::wire::{Body, Params, decode};
 
 /// A kill switch: `{"scope": "global"}`, `{"scope": "pack", "id": "alpha"}` or
 /// `{"scope": "agent", "id": "a1"}`.
@@ -245,7 +245,7 @@ pub struct EscalationList {
     responses((status = 200, body = EscalationList), (status = 422, body = crate::error::Problem)))]
 pub async fn escalations(
     State(node): State<Node>,
-    Query(q): Query<EscalationQuery>,
+    Params(q): Params<EscalationQuery>,
 ) -> Result<Json<EscalationList>, ApiError> {
     let status = q
         .status
@@ -264,6 +264,10 @@ pub async fn escalations(
     }))
 }
 
+fn parse_escalation_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|e| ApiError::invalid("id", format!("`{id}` is not an escalation id: {e}")))
+}
+
 async fn find_escalation(node: &Node, id: Uuid) -> Result<Escalation, ApiError> {
     node.store
         .escalation(id)
@@ -274,13 +278,13 @@ async fn find_escalation(node: &Node, id: Uuid) -> Result<Escalation, ApiError> 
 }
 
 /// Shows one escalation.
-#[utoipa::path(get, path = "/v1/escalations/{id}", tag = "controls", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/escalations/{id}", tag = "controls", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = crate::error::Problem)))]
 pub async fn escalation(
     State(node): State<Node>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> Result<Json<Escalation>, ApiError> {
-    Ok(Json(find_escalation(&node, id).await?))
+    Ok(Json(find_escalation(&node, parse_escalation_id(&id)?).await?))
 }
 
 async fn decide_escalation(
@@ -310,21 +314,21 @@ async fn decide_escalation(
 }
 
 /// Approves a pending escalation: the same action, retried, is let through once.
-#[utoipa::path(post, path = "/v1/escalations/{id}/approve", tag = "controls", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/escalations/{id}/approve", tag = "controls", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
 pub async fn escalation_approve(
     State(node): State<Node>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> Result<Json<Escalation>, ApiError> {
-    decide_escalation(&node, id, EscalationStatus::Approved).await
+    decide_escalation(&node, parse_escalation_id(&id)?, EscalationStatus::Approved).await
 }
 
 /// Denies a pending escalation and closes it.
-#[utoipa::path(post, path = "/v1/escalations/{id}/deny", tag = "controls", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/escalations/{id}/deny", tag = "controls", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
 pub async fn escalation_deny(
     State(node): State<Node>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<String>,
 ) -> Result<Json<Escalation>, ApiError> {
-    decide_escalation(&node, id, EscalationStatus::Denied).await
+    decide_escalation(&node, parse_escalation_id(&id)?, EscalationStatus::Denied).await
 }

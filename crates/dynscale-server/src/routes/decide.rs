@@ -59,18 +59,36 @@ pub async fn decide_batch(
             ),
         ));
     }
-    let mut results = Vec::with_capacity(batch.requests.len());
+    // Decide every request, then append all their entries in one group commit.
+    let mut decided = Vec::with_capacity(batch.requests.len());
+    let mut entries = Vec::with_capacity(batch.requests.len());
+    let mut slots = Vec::with_capacity(batch.requests.len());
     for req in &batch.requests {
-        results.push(match node.decide(req).await {
-            Ok(context) => DecideBatchItem::Decision(DecideResponse {
-                allowed: allowed(&context.outcome),
-                context,
-            }),
+        match node.decide_unlogged(req).await {
+            Ok((ctx, entry)) => {
+                slots.push(Ok(decided.len()));
+                decided.push(ctx);
+                entries.push(entry);
+            }
             Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail)),
-            Err(e) => DecideBatchItem::Error {
-                error: json!(e.problem()),
-            },
-        });
+            Err(e) => slots.push(Err(json!(e.problem()))),
+        }
     }
+    if !entries.is_empty() {
+        node.log(&mut decided, entries).await?;
+    }
+    let results = slots
+        .into_iter()
+        .map(|slot| match slot {
+            Ok(i) => {
+                let context = decided[i].clone();
+                DecideBatchItem::Decision(DecideResponse {
+                    allowed: allowed(&context.outcome),
+                    context,
+                })
+            }
+            Err(error) => DecideBatchItem::Error { error },
+        })
+        .collect();
     Ok(Json(DecideBatchResponse { results }))
 }

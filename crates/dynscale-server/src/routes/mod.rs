@@ -1,5 +1,6 @@
 //! The HTTP routers, one file per API area.
 
+pub mod audit;
 pub mod authzen;
 pub mod controls;
 pub mod decide;

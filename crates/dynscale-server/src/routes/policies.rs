@@ -2,7 +2,7 @@
 //! versions, rollback, and the change history.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use dynscale_core::ids::PolicyName;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::owner::{Activated, Command, PolicySummary};
-use crate::wire::{Body, decode};
+use crate::wire::{Body, Params, decode};
 
 /// Query of push and validate.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -49,7 +49,7 @@ fn document_text(body: &[u8]) -> Result<String, ApiError> {
 )]
 pub async fn push(
     State(node): State<Node>,
-    Query(q): Query<PushQuery>,
+    Params(q): Params<PushQuery>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<Activated>), ApiError> {
     let text = document_text(&body)?;
@@ -75,7 +75,7 @@ pub async fn push(
 )]
 pub async fn validate(
     State(node): State<Node>,
-    Query(q): Query<PushQuery>,
+    Params(q): Params<PushQuery>,
     Body(body): Body,
 ) -> Result<Json<Activated>, ApiError> {
     let text = document_text(&body)?;
@@ -151,7 +151,7 @@ async fn summary(node: &Node, name: &str) -> Result<PolicySummary, ApiError> {
 pub async fn show(
     State(node): State<Node>,
     Path(name): Path<String>,
-    Query(q): Query<ShowQuery>,
+    Params(q): Params<ShowQuery>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
     let info = summary(&node, &name).await?;
     let wanted = match q.version {
@@ -252,7 +252,7 @@ pub struct EventList {
 #[utoipa::path(get, path = "/v1/events", tag = "policies", params(EventsQuery), responses((status = 200, body = EventList)))]
 pub async fn events(
     State(node): State<Node>,
-    Query(q): Query<EventsQuery>,
+    Params(q): Params<EventsQuery>,
 ) -> Result<Json<EventList>, ApiError> {
     let limit = q.limit.unwrap_or(100).min(1000);
     Ok(Json(EventList {

@@ -2,6 +2,7 @@
 //! and reports how the process should exit.
 
 pub mod agent;
+pub mod audit;
 pub mod decide;
 pub mod escalation;
 pub mod events;

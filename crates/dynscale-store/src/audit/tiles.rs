@@ -1,0 +1,372 @@
+//! The log's Merkle hashes as C2SP tlog-tiles: the in-memory right edge of the tree
+//! (hashes not yet in a full tile file), tile file IO, and a [`HashReader`] over both
+//! for `dynscale_core::merkle`'s proofs.
+//!
+//! Only tile rows are kept: level `L` holds the hashes of tree level `8·L`. The seven
+//! levels between are folded from a row on demand, as tlog-tiles intends; that costs at
+//! most 127 node hashes per stored hash read.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+
+use dynscale_core::merkle::{
+    HASH_SIZE, Hash, HashReader, MAX_TILE_LEVEL, TILE_HEIGHT, TILE_WIDTH, Tile, empty_root,
+    node_hash, stored_hash_count, tile_for_index,
+};
+
+use super::disk::{Disk, read_exact_at};
+
+/// Directory of the tile files, inside the audit directory.
+pub(crate) const TILE_DIR: &str = "tile";
+
+const WIDTH: usize = TILE_WIDTH as usize;
+const LEVELS: usize = MAX_TILE_LEVEL as usize + 1;
+
+/// The hashes of one tile level not yet in full tile files: every hash of that tree
+/// level from the start of tile `from` on. Normally less than one tile; more only while
+/// writing full tiles fails (a full disk), so nothing is lost before they are on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TileRow {
+    pub(crate) from: u64,
+    pub(crate) hashes: Vec<Hash>,
+}
+
+/// The tree as the writer grows it: its size, the right edge (the last complete
+/// subtree at every level) and the tile rows in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TreeState {
+    size: u64,
+    right_edge: [Hash; 64],
+    rows: [TileRow; LEVELS],
+}
+
+impl TreeState {
+    /// The empty tree.
+    pub(crate) fn new() -> Self {
+        Self {
+            size: 0,
+            right_edge: [Hash::default(); 64],
+            rows: Default::default(),
+        }
+    }
+
+    /// Entries hashed.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends the next leaf: stores its hash and that of every subtree it completes.
+    pub(crate) fn push_leaf(&mut self, leaf: Hash) {
+        let index = self.size;
+        let completed = index.trailing_ones() as usize;
+        let mut current = leaf;
+        self.rows[0].hashes.push(leaf);
+        for level in 0..completed {
+            // The subtree just completed at `level` is a right child; its left sibling
+            // is the previous complete subtree at that level, still on the right edge.
+            let left = self.right_edge[level];
+            self.right_edge[level] = current;
+            current = node_hash(&left, &current);
+            let tree_level = level + 1;
+            if tree_level.is_multiple_of(usize::from(TILE_HEIGHT)) {
+                let row = tree_level / usize::from(TILE_HEIGHT);
+                if let Some(row) = self.rows.get_mut(row) {
+                    row.hashes.push(current);
+                }
+            }
+        }
+        self.right_edge[completed] = current;
+        self.size += 1;
+    }
+
+    /// The root hash of the tree at its current size.
+    pub(crate) fn root(&self) -> Hash {
+        let mut root: Option<Hash> = None;
+        for level in 0..64 {
+            if self.size & (1 << level) != 0 {
+                let subtree = self.right_edge[level];
+                root = Some(match root {
+                    None => subtree,
+                    Some(right) => node_hash(&subtree, &right),
+                });
+            }
+        }
+        root.unwrap_or_else(empty_root)
+    }
+
+    /// Full tiles still only in memory, with their bytes, to be written.
+    pub(crate) fn full_tiles(&self) -> Vec<(Tile, Vec<u8>)> {
+        let mut tiles = Vec::new();
+        for (level, row) in self.rows.iter().enumerate() {
+            for (k, chunk) in row.hashes.chunks_exact(WIDTH).enumerate() {
+                if let Ok(tile) = Tile::new(level as u8, row.from + k as u64, TILE_WIDTH) {
+                    tiles.push((tile, tile_bytes(chunk)));
+                }
+            }
+        }
+        tiles
+    }
+
+    /// Forgets a full tile's hashes once its file is written (oldest first per level).
+    pub(crate) fn tile_written(&mut self, tile: &Tile) {
+        let row = &mut self.rows[usize::from(tile.level())];
+        if tile.index() == row.from && row.hashes.len() >= WIDTH {
+            row.hashes.drain(..WIDTH);
+            row.from += 1;
+        }
+    }
+
+    /// The partial tiles of the tree at its current size: for each level whose
+    /// rightmost tile is not full, that tile and its bytes.
+    pub(crate) fn partial_tiles(&self) -> Vec<(Tile, Vec<u8>)> {
+        let mut tiles = Vec::new();
+        for (level, row) in self.rows.iter().enumerate() {
+            let full = row.hashes.len() / WIDTH;
+            let width = row.hashes.len() % WIDTH;
+            if width == 0 {
+                continue;
+            }
+            // The width is below 256, so it fits in u16.
+            if let Ok(tile) = Tile::new(level as u8, row.from + full as u64, width as u16) {
+                tiles.push((tile, tile_bytes(&row.hashes[full * WIDTH..])));
+            }
+        }
+        tiles
+    }
+
+    /// A tree of `size` entries whose hashes are all in full tile files, except the
+    /// partial rows, which are rebuilt here by reading the full tiles one level down.
+    /// `size` must be a multiple of 256. Used at open to resume without rehashing the
+    /// entries that full tiles already cover.
+    pub(crate) fn from_tiles(disk: &dyn Disk, dir: &Path, size: u64) -> io::Result<Self> {
+        let mut state = Self::new();
+        state.size = size;
+        for level in 0..LEVELS {
+            let shift = u32::from(TILE_HEIGHT) * level as u32;
+            let count = size.checked_shr(shift).unwrap_or(0);
+            let row = &mut state.rows[level];
+            row.from = count / WIDTH as u64;
+            if level == 0 {
+                continue;
+            }
+            // Each hash of this row is the root of a full tile one level down.
+            for n in row.from * WIDTH as u64..count {
+                let below = Tile::new(level as u8 - 1, n, TILE_WIDTH)
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+                let path = dir.join(below.path());
+                let mut bytes = vec![0u8; WIDTH * HASH_SIZE];
+                read_exact_at(&*disk.open_read(&path)?, &mut bytes, 0)?;
+                row.hashes.push(fold(&parse_hashes(&bytes)));
+            }
+        }
+        // The right edge: for each set bit of `size`, the last complete subtree of
+        // that height, read like any stored hash.
+        let lock = RwLock::new(state);
+        let mut edge = Vec::new();
+        {
+            let reader = TileHashes::new(disk, dir, &lock);
+            for level in 0..64u8 {
+                if size & (1 << level) != 0 {
+                    let n = (size >> level) - 1;
+                    let index = dynscale_core::merkle::stored_hash_index(level, n);
+                    let hash = reader
+                        .read_hashes(&[index])
+                        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+                    edge.push((usize::from(level), hash));
+                }
+            }
+        }
+        let mut state = lock.into_inner().unwrap_or_else(PoisonError::into_inner);
+        for (level, hashes) in edge {
+            if let Some(hash) = hashes.first() {
+                state.right_edge[level] = *hash;
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// The bytes of a tile: its hashes one after the other.
+pub(crate) fn tile_bytes(hashes: &[Hash]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(hashes.len() * HASH_SIZE);
+    for hash in hashes {
+        bytes.extend_from_slice(hash.as_bytes());
+    }
+    bytes
+}
+
+/// Splits tile bytes into hashes (a trailing partial hash is ignored).
+pub(crate) fn parse_hashes(bytes: &[u8]) -> Vec<Hash> {
+    bytes
+        .chunks_exact(HASH_SIZE)
+        .filter_map(|chunk| Hash::from_slice(chunk).ok())
+        .collect()
+}
+
+/// The root of a complete subtree given its leaves (a power-of-two count).
+pub(crate) fn fold(hashes: &[Hash]) -> Hash {
+    let mut level = hashes.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks_exact(2)
+            .map(|pair| node_hash(&pair[0], &pair[1]))
+            .collect();
+    }
+    level.pop().unwrap_or_else(empty_root)
+}
+
+/// Writes a tile file, creating its directories when missing. Tiles are not synced
+/// here: the writer syncs them in bulk before each checkpoint.
+pub(crate) fn write_tile(disk: &dyn Disk, dir: &Path, tile: &Tile, bytes: &[u8]) -> io::Result<PathBuf> {
+    let path = dir.join(tile.path());
+    match disk.write_file(&path, bytes) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                disk.create_dir_all(parent)?;
+            }
+            disk.write_file(&path, bytes)?;
+        }
+        other => other?,
+    }
+    Ok(path)
+}
+
+/// Why a stored hash could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TileReadError {
+    /// The hash is beyond the tree's current size.
+    #[error("stored hash {index} requested, the tree has {stored}")]
+    Missing { index: u64, stored: u64 },
+    /// A tile file could not be read.
+    #[error("reading tile {path} at {offset} ({needed} bytes)")]
+    Io {
+        path: PathBuf,
+        offset: u64,
+        needed: usize,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Stored hashes served from the in-memory rows and the full tile files.
+#[derive(Debug)]
+pub(crate) struct TileHashes<'a> {
+    disk: &'a dyn Disk,
+    dir: &'a Path,
+    tree: &'a RwLock<TreeState>,
+}
+
+impl<'a> TileHashes<'a> {
+    pub(crate) fn new(disk: &'a dyn Disk, dir: &'a Path, tree: &'a RwLock<TreeState>) -> Self {
+        Self { disk, dir, tree }
+    }
+}
+
+impl HashReader for TileHashes<'_> {
+    type Error = TileReadError;
+
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, TileReadError> {
+        let mut out = vec![Hash::default(); indexes.len()];
+        let mut from_files = Vec::new();
+        {
+            // Copy what memory holds under the lock; files are read after releasing it.
+            // A tile leaves memory only after its file is written, so whatever is not
+            // in memory now is in a file.
+            let tree = self.tree.read().unwrap_or_else(PoisonError::into_inner);
+            let stored = stored_hash_count(tree.size);
+            for (position, &index) in indexes.iter().enumerate() {
+                if index >= stored {
+                    return Err(TileReadError::Missing { index, stored });
+                }
+                let (tile, range) = tile_for_index(index);
+                let row = &tree.rows[usize::from(tile.level())];
+                if tile.index() >= row.from {
+                    let base = ((tile.index() - row.from) as usize) * WIDTH;
+                    let slice = row
+                        .hashes
+                        .get(base + range.start..base + range.end)
+                        .ok_or(TileReadError::Missing { index, stored })?;
+                    out[position] = fold(slice);
+                } else {
+                    from_files.push((position, tile, range));
+                }
+            }
+        }
+        for (position, tile, range) in from_files {
+            let full = Tile::new(tile.level(), tile.index(), TILE_WIDTH).unwrap_or(tile);
+            let path = self.dir.join(full.path());
+            let offset = (range.start * HASH_SIZE) as u64;
+            let mut bytes = vec![0u8; range.len() * HASH_SIZE];
+            let read = self
+                .disk
+                .open_read(&path)
+                .and_then(|file| read_exact_at(&*file, &mut bytes, offset));
+            if let Err(source) = read {
+                return Err(TileReadError::Io {
+                    path,
+                    offset,
+                    needed: bytes.len(),
+                    source,
+                });
+            }
+            out[position] = fold(&parse_hashes(&bytes));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynscale_core::merkle::{MemoryHashes, leaf_hash, prove_consistency, prove_inclusion};
+
+    #[test]
+    fn incremental_state_matches_the_reference_stored_hashes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = super::super::disk::FsDisk;
+        let mut reference = MemoryHashes::new();
+        let tree = RwLock::new(TreeState::new());
+        for i in 0..70_000u64 {
+            let leaf = leaf_hash(&i.to_le_bytes());
+            reference.append(leaf);
+            let mut state = tree.write().expect("lock");
+            state.push_leaf(leaf);
+            // Write full tiles as the writer does, so reads mix memory and files.
+            for (tile, bytes) in state.full_tiles() {
+                write_tile(&disk, dir.path(), &tile, &bytes).expect("write tile");
+                state.tile_written(&tile);
+            }
+        }
+        let reader = TileHashes::new(&disk, dir.path(), &tree);
+        for size in [1u64, 2, 255, 256, 257, 65_535, 65_536, 65_537, 70_000] {
+            assert_eq!(
+                dynscale_core::merkle::tree_hash(size, &reader).expect("tiles"),
+                dynscale_core::merkle::tree_hash(size, &reference).expect("memory"),
+                "size {size}"
+            );
+            let index = size / 3;
+            assert_eq!(
+                prove_inclusion(size, index, &reader).expect("tiles"),
+                prove_inclusion(size, index, &reference).expect("memory")
+            );
+            assert_eq!(
+                prove_consistency(size / 2, size, &reader).expect("tiles"),
+                prove_consistency(size / 2, size, &reference).expect("memory")
+            );
+        }
+        let state = tree.read().expect("lock").clone();
+        assert_eq!(
+            state.root(),
+            dynscale_core::merkle::tree_hash(70_000, &reference).expect("memory")
+        );
+        // Resuming from the tiles at a multiple of 256 gives the same state as having
+        // appended every entry.
+        let resumed = TreeState::from_tiles(&disk, dir.path(), 69_888).expect("resume");
+        let mut resumed = resumed;
+        for i in 69_888..70_000u64 {
+            resumed.push_leaf(leaf_hash(&i.to_le_bytes()));
+        }
+        assert_eq!(resumed, state);
+    }
+}
