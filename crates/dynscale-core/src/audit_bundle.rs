@@ -10,8 +10,9 @@ use crate::merkle::{
 };
 
 /// The bundle as written by `dynscale audit prove` and served by the API.
+/// Unknown fields are ignored, so a bundle may carry more (the API adds `size` and
+/// `root`); only these fields are checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProofBundle {
     /// The entry's index in the log.
     pub index: u64,

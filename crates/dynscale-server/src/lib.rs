@@ -189,8 +189,22 @@ pub async fn serve_on(
         policies = node.published.snapshot.load().in_force().len(),
         "dynscale node ready"
     );
-    axum::serve(listener, node.router())
+    let served = axum::serve(listener, node.router())
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(StartError::Serve)
+        .map_err(StartError::Serve);
+    node.close().await;
+    served
+}
+
+impl Node {
+    /// Closes the audit log: drains it, syncs, and signs a final checkpoint.
+    pub async fn close(&self) {
+        let log = self.audit.log().clone();
+        match tokio::task::spawn_blocking(move || log.close()).await {
+            Ok(Ok(())) => tracing::info!("audit log closed with a final checkpoint"),
+            Ok(Err(e)) => tracing::error!(error = %e, "closing the audit log"),
+            Err(e) => tracing::error!(error = %e, "closing the audit log"),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! dynscale-store: persistence. The [`StateStore`] trait, its embedded SQLite
 //! backend and the conformance suite every backend passes. Knows nothing of HTTP.
 
+pub mod audit;
 #[doc(hidden)]
 pub mod conformance;
 pub mod sqlite;

@@ -27,7 +27,7 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| match e {
-            AuditError::OutOfRange { .. } => ApiError::invalid("index", e),
+            e if e.is_out_of_range() => ApiError::invalid("index", e),
             other => ApiError::Internal(format!("audit log: {other}")),
         })
 }

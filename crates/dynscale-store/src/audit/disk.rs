@@ -74,8 +74,8 @@ pub trait AppendFile: Send + fmt::Debug {
 pub trait ReadFile: Send + Sync + fmt::Debug {
     /// Reads at `offset` into `buf`, returning how many bytes were read (0 at the end).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
-    /// The file's current length.
-    fn len(&self) -> io::Result<u64>;
+    /// The file's current length in bytes.
+    fn size(&self) -> io::Result<u64>;
 }
 
 /// The real file system.
@@ -217,7 +217,7 @@ impl ReadFile for FsRead {
         }
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 }
@@ -279,34 +279,19 @@ pub(crate) fn is_no_space(error: &io::Error) -> bool {
     )
 }
 
-/// Whether [`replace_file`] makes the new file durable before returning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durable {
-    /// fsync the file before the rename and the directory after it.
-    Now,
-    /// Leave flushing to a later `syncfs` (tiles, which are derived data and synced in
-    /// bulk before each checkpoint).
-    Later,
-}
-
-/// Replaces `path` so that readers see either the old file or the whole new one: write
-/// `tmp` (in the same file system), optionally fsync it, rename it over `path`, and
-/// optionally fsync the target directory.
+/// Replaces `path` so that it is either the old file or the whole new one, durably:
+/// write `tmp` (in the same file system), fsync it, rename it over `path`, fsync the
+/// target directory.
 pub(crate) fn replace_file(
     disk: &dyn Disk,
     tmp: &Path,
     path: &Path,
     bytes: &[u8],
-    durable: Durable,
 ) -> io::Result<()> {
     disk.write_file(tmp, bytes)?;
-    if durable == Durable::Now {
-        disk.sync_file(tmp)?;
-    }
+    disk.sync_file(tmp)?;
     disk.rename(tmp, path)?;
-    if durable == Durable::Now
-        && let Some(parent) = path.parent()
-    {
+    if let Some(parent) = path.parent() {
         disk.sync_dir(parent)?;
     }
     Ok(())

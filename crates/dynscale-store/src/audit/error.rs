@@ -100,7 +100,9 @@ pub enum AuditError {
         entries: u64,
     },
     /// The latest checkpoint's root differs from the tree recomputed from the segments.
-    #[error("checkpoint {checkpoint} at size {size} signs root {signed}, the log computes {computed}")]
+    #[error(
+        "checkpoint {checkpoint} at size {size} signs root {signed}, the log computes {computed}"
+    )]
     CheckpointMismatch {
         /// The checkpoint file.
         checkpoint: PathBuf,
@@ -121,7 +123,7 @@ pub enum AuditError {
         source: CheckpointError,
     },
     /// A stored hash could not be read: a tile file is missing or has the wrong length.
-    #[error("tile {path} is missing or short: needed {needed} bytes at offset {offset}")]
+    #[error("tile {path} could not be read: needed {needed} bytes at offset {offset}")]
     Tile {
         /// The tile file.
         path: PathBuf,
@@ -129,6 +131,9 @@ pub enum AuditError {
         offset: u64,
         /// Bytes needed.
         needed: usize,
+        /// Why the read failed.
+        #[source]
+        source: io::Error,
     },
     /// A proof or tree hash was asked for a size the log does not have yet.
     #[error("tree size {size} requested, the log has {available} hashed entries")]
@@ -186,6 +191,15 @@ pub enum AuditError {
 }
 
 impl AuditError {
+    /// Whether the request asked for an index or tree size the log does not have (a
+    /// client error, not a fault of the log).
+    pub fn is_out_of_range(&self) -> bool {
+        matches!(
+            self,
+            Self::IndexOutOfRange { .. } | Self::SizeBeyondLog { .. } | Self::SizeOrder { .. }
+        )
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io {
             op,

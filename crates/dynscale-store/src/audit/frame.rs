@@ -43,10 +43,17 @@ pub(crate) enum FrameError {
 
 /// Reads frames one after the other from a byte stream that starts at `offset` in its
 /// segment.
-#[derive(Debug)]
 pub(crate) struct FrameReader<R: Read> {
     reader: BufReader<R>,
     offset: u64,
+}
+
+impl<R: Read> std::fmt::Debug for FrameReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader")
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Read buffer: large enough that a segment scan is a few hundred reads per 64 MiB.

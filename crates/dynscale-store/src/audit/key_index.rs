@@ -94,7 +94,7 @@ pub(crate) fn load(disk: &dyn Disk, path: &Path) -> std::io::Result<Option<IdxSu
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error),
     };
-    let file_len = file.len()?;
+    let file_len = file.size()?;
     let mut header = [0u8; HEADER];
     if file_len < HEADER as u64 || read_exact_at(&*file, &mut header, 0).is_err() {
         return Ok(None);
@@ -205,7 +205,10 @@ mod tests {
         for i in 0..3000u64 {
             let mut key = [0u8; 16];
             key[..8].copy_from_slice(&i.to_be_bytes());
-            assert_eq!(summary.lookup(&FsDisk, &key).expect("read"), Some(10_000 + i));
+            assert_eq!(
+                summary.lookup(&FsDisk, &key).expect("read"),
+                Some(10_000 + i)
+            );
         }
         assert_eq!(summary.lookup(&FsDisk, &[0xff; 16]).expect("read"), None);
         let mut bytes = std::fs::read(&path).expect("read");

@@ -161,7 +161,12 @@ fn row(e: &Logged) -> Vec<String> {
             e.index.to_string(),
             text("at"),
             "decision".into(),
-            format!("{} {} in {}", text("agent"), text("action"), text("namespace")),
+            format!(
+                "{} {} in {}",
+                text("agent"),
+                text("action"),
+                text("namespace")
+            ),
             text("outcome"),
         ],
         _ => vec![
@@ -240,5 +245,9 @@ fn csv_row(index: u64, entry: &AuditEntry) -> String {
             e.detail.to_string(),
         ],
     };
-    fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",")
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
 }

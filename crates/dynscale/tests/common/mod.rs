@@ -91,14 +91,25 @@ pub struct Node {
 
 impl Node {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts a node with extra `serve` flags; the server log is appended to, so
+    /// restarts keep the history of earlier runs.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = dir.join("serve.log");
-        let log_file = fs::File::create(&log).expect("creating the server log");
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("opening the server log");
         let log_err = log_file.try_clone().expect("cloning the log handle");
         let child = dynscale(dir)
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(dir.join("data"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
