@@ -2,12 +2,12 @@
 //! behind axum routers (AuthZEN, decisions, policy administration, controls, health).
 //! Only this crate knows HTTP and the JSON wire types.
 
-pub mod recorder;
 pub mod config;
 mod error;
 mod node;
 mod openapi;
 mod owner;
+pub mod recorder;
 mod routes;
 pub mod wire;
 
@@ -28,8 +28,8 @@ pub use error::{ApiError, Problem};
 pub use node::Node;
 pub use openapi::ApiDoc;
 
-use crate::recorder::{Audit, AuditStartError};
 use crate::owner::Owner;
+use crate::recorder::{Audit, AuditStartError};
 use crate::routes::{audit, authzen, controls, decide, health, policies};
 use crate::wire::BodyLimit;
 

@@ -14,10 +14,10 @@ use serde_json::Map;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::recorder::Audit;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::owner::{Command, OwnerHandle, Published};
+use crate::recorder::Audit;
 use crate::wire::{DecisionContext, EvaluationRequest};
 
 /// Shared by every handler.
@@ -32,6 +32,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node's audit log.
+    pub fn audit_log(&self) -> &dynscale_store::audit::AuditLog {
+        self.audit.log()
+    }
+
     /// Whether the node's policies are loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -41,7 +46,8 @@ impl Node {
     /// the answer carries the entry's `audit_index`.
     pub async fn decide(&self, req: &EvaluationRequest) -> Result<DecisionContext, ApiError> {
         let (mut ctx, entry) = self.decide_unlogged(req).await?;
-        self.log(std::slice::from_mut(&mut ctx), vec![entry]).await?;
+        self.log(std::slice::from_mut(&mut ctx), vec![entry])
+            .await?;
         Ok(ctx)
     }
 

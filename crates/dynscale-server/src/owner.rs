@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::recorder::Audit;
 use crate::error::ApiError;
+use crate::recorder::Audit;
 
 /// Strategies this node can carry out. Rollouts add the others.
 const STRATEGIES: &[Strategy] = &[Strategy::Immediate];

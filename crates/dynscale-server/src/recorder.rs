@@ -153,8 +153,7 @@ impl Audit {
                     );
                 }
                 Err(ApiError::Unavailable {
-                    detail: "the audit log is full; writes are halted until space returns"
-                        .into(),
+                    detail: "the audit log is full; writes are halted until space returns".into(),
                 })
             }
             Err(e) => Err(ApiError::Internal(format!("audit log: {e}"))),
@@ -162,12 +161,7 @@ impl Audit {
     }
 
     /// Appends one event and returns its index.
-    pub async fn event(
-        &self,
-        kind: &str,
-        subject: &str,
-        detail: Value,
-    ) -> Result<u64, ApiError> {
+    pub async fn event(&self, kind: &str, subject: &str, detail: Value) -> Result<u64, ApiError> {
         let entry = AuditEntry::Event(EventRecord {
             event_id: Uuid::now_v7(),
             at: OffsetDateTime::now_utc(),

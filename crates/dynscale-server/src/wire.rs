@@ -253,7 +253,11 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
             .map(Params)
             .map_err(|e| {
                 let field = e.path().to_string();
-                let field = if field == "." { "query".to_owned() } else { field };
+                let field = if field == "." {
+                    "query".to_owned()
+                } else {
+                    field
+                };
                 ApiError::invalid(&field, e.into_inner())
             })
     }

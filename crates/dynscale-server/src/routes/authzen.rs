@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::node::{Node, allowed};
 use crate::wire::{
-    Body, DecisionContext, EvaluationItem, EvaluationRequest, EvaluationResponse, EvaluationsRequest,
-    EvaluationsResponse, EvaluationsSemantic, decode,
+    Body, DecisionContext, EvaluationItem, EvaluationRequest, EvaluationResponse,
+    EvaluationsRequest, EvaluationsResponse, EvaluationsSemantic, decode,
 };
 
 /// Evaluates one access request.

@@ -265,7 +265,8 @@ pub async fn escalations(
 }
 
 fn parse_escalation_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|e| ApiError::invalid("id", format!("`{id}` is not an escalation id: {e}")))
+    Uuid::parse_str(id)
+        .map_err(|e| ApiError::invalid("id", format!("`{id}` is not an escalation id: {e}")))
 }
 
 async fn find_escalation(node: &Node, id: Uuid) -> Result<Escalation, ApiError> {
@@ -284,7 +285,9 @@ pub async fn escalation(
     State(node): State<Node>,
     Path(id): Path<String>,
 ) -> Result<Json<Escalation>, ApiError> {
-    Ok(Json(find_escalation(&node, parse_escalation_id(&id)?).await?))
+    Ok(Json(
+        find_escalation(&node, parse_escalation_id(&id)?).await?,
+    ))
 }
 
 async fn decide_escalation(

@@ -16,14 +16,37 @@ pub struct Health {
     pub snapshot: u64,
     /// Policy versions in force.
     pub policies: usize,
+    /// The audit log.
+    pub audit: AuditHealth,
+}
+
+/// The audit log's state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditHealth {
+    /// Entries in the log.
+    pub size: u64,
+    /// Appends waiting for the writer.
+    pub queue_depth: usize,
+    /// Bytes the log uses on disk.
+    pub used_bytes: u64,
+    /// True while the log cannot take entries (byte cap or disk full): writes halt with
+    /// 503 and the node is not ready.
+    pub full: bool,
 }
 
 fn report(node: &Node, status: &'static str) -> Health {
     let snapshot = node.published.snapshot.load();
+    let log = node.audit_log();
     Health {
         status,
         snapshot: snapshot.id().0,
         policies: snapshot.in_force().len(),
+        audit: AuditHealth {
+            size: log.size(),
+            queue_depth: log.queue_depth(),
+            used_bytes: log.used_bytes(),
+            full: node.audit.is_full(),
+        },
     }
 }
 
@@ -33,10 +56,11 @@ pub async fn healthz(State(node): State<Node>) -> Json<Health> {
     Json(report(&node, "ok"))
 }
 
-/// Answers 200 once the node's policies are loaded, 503 before.
+/// Answers 200 once the node's policies are loaded and its audit log takes entries,
+/// 503 otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(node): State<Node>) -> (StatusCode, Json<Health>) {
-    if node.is_ready() {
+    if node.is_ready() && !node.audit.is_full() {
         (StatusCode::OK, Json(report(&node, "ready")))
     } else {
         (
