@@ -8,7 +8,7 @@ use dynscale_core::controls::ControlState;
 use dynscale_core::decision::decide;
 use dynscale_core::ids::SnapshotId;
 use dynscale_core::policy::check_document;
-use dynscale_core::request::{ActionInput, ActionRequest};
+use dynscale_core::request::ActionRequest;
 use dynscale_core::snapshot::{EngineConfig, Snapshot};
 use dynscale_server::wire::{EvaluationRequest, decode};
 use libfuzzer_sys::fuzz_target;
@@ -67,17 +67,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(req) = decode::<EvaluationRequest>(data) else {
         return;
     };
-    let input = ActionInput {
-        subject_type: &req.subject.kind,
-        subject_id: &req.subject.id,
-        subject_properties: &req.subject.properties,
-        action: &req.action.name,
-        resource_type: &req.resource.kind,
-        resource_id: &req.resource.id,
-        resource_properties: &req.resource.properties,
-        context: &req.context,
-        default_namespace: None,
-    };
+    let input = req.action_input(None);
     let Ok(action) = ActionRequest::build(&input, None) else {
         return;
     };

@@ -8,7 +8,7 @@ use dynscale_core::audit_entry::DecisionRecord;
 use dynscale_core::controls::{Escalation, EscalationStatus, Quarantine};
 use dynscale_core::decision::{self, DecisionEffect, Outcome};
 use dynscale_core::ids::AgentId;
-use dynscale_core::request::{ActionInput, ActionRequest};
+use dynscale_core::request::ActionRequest;
 use dynscale_store::StateStore;
 use serde_json::Map;
 use time::OffsetDateTime;
@@ -85,17 +85,7 @@ impl Node {
         req: &EvaluationRequest,
     ) -> Result<(DecisionContext, Vec<u8>), ApiError> {
         let agents = self.published.agents.load();
-        let input = ActionInput {
-            subject_type: &req.subject.kind,
-            subject_id: &req.subject.id,
-            subject_properties: &req.subject.properties,
-            action: &req.action.name,
-            resource_type: &req.resource.kind,
-            resource_id: &req.resource.id,
-            resource_properties: &req.resource.properties,
-            context: &req.context,
-            default_namespace: self.config.default_namespace.as_deref(),
-        };
+        let input = req.action_input(self.config.default_namespace.as_deref());
         let action =
             ActionRequest::build(&input, agents.get(&AgentId::new(req.subject.id.as_str())))?;
         let decision_id = Uuid::now_v7();

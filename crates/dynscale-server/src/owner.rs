@@ -345,43 +345,61 @@ impl Owner {
             return Ok(self.activated(&plan));
         }
         let doc = &policy.doc;
-        let change = PolicyChange {
+        let version = StoredVersion {
             name: doc.name.clone(),
-            new_version: Some(StoredVersion {
-                name: doc.name.clone(),
-                version: doc.version.clone(),
-                policy_id: doc.policy_id,
-                format: serde_json::to_value(policy.format)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "yaml".into()),
-                source: text.to_owned(),
-                pushed_at: now,
-            }),
+            version: doc.version.clone(),
+            policy_id: doc.policy_id,
+            format: serde_json::to_value(policy.format)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "yaml".into()),
+            source: text.to_owned(),
+            pushed_at: now,
+        };
+        let detail = json!({
+            "strategy": doc.activation.strategy.to_string(),
+            "force": force,
+        });
+        let event = self
+            .store_change(&plan, Some(version), "policy.pushed", detail, now)
+            .await?;
+        self.catalog
+            .record_pushed(&doc.name, doc.policy_id, &doc.version);
+        self.commit(&plan, event)
+    }
+
+    /// Audits, then stores, a change of one name's active versions; returns the event id.
+    async fn store_change(
+        &self,
+        plan: &ActivationPlan,
+        new_version: Option<StoredVersion>,
+        kind: &str,
+        mut detail: serde_json::Value,
+        at: OffsetDateTime,
+    ) -> Result<u64, ApiError> {
+        detail["removed"] = json!(
+            plan.removed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        );
+        let event = NewEvent {
+            at,
+            kind: kind.to_owned(),
+            subject: plan.policy.version_ref().to_string(),
+            detail,
+        };
+        let change = PolicyChange {
+            name: plan.name.clone(),
+            new_version,
             active: plan
                 .active_after
                 .iter()
                 .map(|p| p.doc.version.clone())
                 .collect(),
-            event: NewEvent {
-                at: now,
-                kind: "policy.pushed".into(),
-                subject: policy.version_ref().to_string(),
-                detail: json!({
-                    "strategy": doc.activation.strategy.to_string(),
-                    "force": force,
-                    "removed": plan.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                }),
-            },
+            event: self.audited(event).await?,
         };
-        let change = PolicyChange {
-            event: self.audited(change.event).await?,
-            ..change
-        };
-        let event = self.store.apply_policy_change(change).await?;
-        self.catalog
-            .record_pushed(&doc.name, doc.policy_id, &doc.version);
-        self.commit(&plan, event)
+        Ok(self.store.apply_policy_change(change).await?)
     }
 
     async fn rollback(
@@ -417,28 +435,9 @@ impl Owner {
             .catalog
             .plan_rollback(&target, now)
             .map_err(|errors| ApiError::Validation { errors })?;
-        let change = PolicyChange {
-            name: name.clone(),
-            new_version: None,
-            active: plan
-                .active_after
-                .iter()
-                .map(|p| p.doc.version.clone())
-                .collect(),
-            event: NewEvent {
-                at: now,
-                kind: "policy.rolled_back".into(),
-                subject: target.version_ref().to_string(),
-                detail: json!({
-                    "removed": plan.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                }),
-            },
-        };
-        let change = PolicyChange {
-            event: self.audited(change.event).await?,
-            ..change
-        };
-        let event = self.store.apply_policy_change(change).await?;
+        let event = self
+            .store_change(&plan, None, "policy.rolled_back", json!({}), now)
+            .await?;
         self.commit(&plan, event)
     }
 

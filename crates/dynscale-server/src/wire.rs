@@ -4,6 +4,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use dynscale_core::request::ActionInput;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -58,6 +59,23 @@ pub struct EvaluationRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub context: Map<String, Value>,
+}
+
+impl EvaluationRequest {
+    /// The request's attribute data as the decision engine takes it.
+    pub fn action_input<'a>(&'a self, default_namespace: Option<&'a str>) -> ActionInput<'a> {
+        ActionInput {
+            subject_type: &self.subject.kind,
+            subject_id: &self.subject.id,
+            subject_properties: &self.subject.properties,
+            action: &self.action.name,
+            resource_type: &self.resource.kind,
+            resource_id: &self.resource.id,
+            resource_properties: &self.resource.properties,
+            context: &self.context,
+            default_namespace,
+        }
+    }
 }
 
 /// dynscale's full account of a decision.
