@@ -15,5 +15,6 @@ pub mod ids;
 pub mod merkle;
 pub mod namespace;
 pub mod policy;
+pub mod quota;
 pub mod request;
 pub mod snapshot;
