@@ -148,7 +148,7 @@ async fn push_initial(
         let (d, _) = api.push(Api::push_request(p.yaml("1.0.0", 0))?).await?;
         took.push(d);
         let n = done_before + i + 1;
-        if n % 500 == 0 || i + 1 == policies.len() {
+        if n.is_multiple_of(500) || i + 1 == policies.len() {
             let recent = &took[took.len().saturating_sub(500)..];
             let mean = recent.iter().sum::<Duration>() / recent.len().max(1) as u32;
             eprintln!(
@@ -250,6 +250,7 @@ async fn run(mode: Mode) -> BenchResult<()> {
         )
     };
     print_table(
+        mode,
         &format!(
             "swap: push → enforced, {count} active policies over {namespaces} namespaces, \
              {timed} timed pushes (baseline: the same pushes with {small} active policies; \
