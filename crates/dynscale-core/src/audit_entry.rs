@@ -183,12 +183,11 @@ impl AuditEntry {
                 let kind = r.string()?;
                 let subject = r.string()?;
                 let detail_at = r.pos;
-                let detail = serde_json::from_str(&r.string()?).map_err(|_| {
-                    DecodeError::Invalid {
+                let detail =
+                    serde_json::from_str(&r.string()?).map_err(|_| DecodeError::Invalid {
                         offset: detail_at,
                         what: "event detail",
-                    }
-                })?;
+                    })?;
                 AuditEntry::Event(EventRecord {
                     event_id: id,
                     at,
@@ -329,12 +328,11 @@ impl Reader<'_> {
             .checked_add(len)
             .filter(|e| *e <= self.bytes.len())
             .ok_or(DecodeError::Truncated { offset: self.pos })?;
-        let s = std::str::from_utf8(&self.bytes[self.pos..end]).map_err(|_| {
-            DecodeError::Invalid {
+        let s =
+            std::str::from_utf8(&self.bytes[self.pos..end]).map_err(|_| DecodeError::Invalid {
                 offset: self.pos,
                 what: "UTF-8 text",
-            }
-        })?;
+            })?;
         self.pos = end;
         Ok(s.to_owned())
     }
@@ -524,6 +522,9 @@ mod tests {
         assert!(hashed.starts_with("sha256:") && !hashed.contains("DE89"));
         assert_ne!(a["account"], b["account"], "the salt keys the hash");
         let other = Namespace::parse("email.x.y.usa.acme").unwrap();
-        assert_eq!(apply_privacy(ctx, &other, &rules, b"s")["account"], json!("DE89"));
+        assert_eq!(
+            apply_privacy(ctx, &other, &rules, b"s")["account"],
+            json!("DE89")
+        );
     }
 }

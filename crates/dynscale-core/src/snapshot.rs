@@ -374,7 +374,8 @@ fn action_keys(rule: &CedarRule) -> Option<Vec<String>> {
         ActionConstraint::Any => None,
         ActionConstraint::Eq(uid) => Some(vec![uid.id().unescaped().to_owned()]),
         ActionConstraint::In(uids) => {
-            let mut keys: Vec<String> = uids.iter().map(|u| u.id().unescaped().to_owned()).collect();
+            let mut keys: Vec<String> =
+                uids.iter().map(|u| u.id().unescaped().to_owned()).collect();
             // `action in [A, A]` names A once; adding the rule twice to A's set would fail.
             keys.sort();
             keys.dedup();
