@@ -526,7 +526,8 @@ fn check_size(shared: &Shared, size: u64) -> Result<(), AuditError> {
     Ok(())
 }
 
-fn tree_error(error: TreeError<TileReadError>) -> AuditError {
+/// Maps a tree read over tiles to the log's error.
+pub(super) fn tree_error(error: TreeError<TileReadError>) -> AuditError {
     match error {
         TreeError::IndexOutOfRange { index, size } => AuditError::IndexOutOfRange { index, size },
         TreeError::SizeOrder { old_size, new_size } => AuditError::SizeOrder {

@@ -13,9 +13,9 @@ use super::checkpoint_file::{self, CHECKPOINTS_DIR, StoredCheckpoint, TMP_DIR};
 use super::disk::{Disk, replace_file};
 use super::error::AuditError;
 use super::key_index;
-use super::log::{Keys, SegmentEntry};
+use super::log::{Keys, SegmentEntry, tree_error};
 use super::segment::{self, SEGMENTS_DIR, SegmentFile, SegmentView, entry_key, open_frames};
-use super::tiles::{TILE_DIR, TileHashes, TileReadError, TreeState, write_tile};
+use super::tiles::{TILE_DIR, TileHashes, TreeState, write_tile};
 use super::writer::WriterStart;
 use super::{AuditConfig, Recovery};
 
@@ -164,8 +164,7 @@ fn check_root(
 ) -> Result<TreeState, AuditError> {
     let size = latest.checkpoint.size();
     let lock = RwLock::new(tree);
-    let computed = tree_hash(size, &TileHashes::new(disk, dir, &lock))
-        .map_err(|error| tile_error(dir, error))?;
+    let computed = tree_hash(size, &TileHashes::new(disk, dir, &lock)).map_err(tree_error)?;
     if computed != latest.checkpoint.root() {
         return Err(AuditError::CheckpointMismatch {
             checkpoint: latest.path.clone(),
@@ -207,28 +206,6 @@ fn finish(
         used_bytes,
         writer,
     })
-}
-
-fn tile_error(dir: &Path, error: dynscale_core::merkle::TreeError<TileReadError>) -> AuditError {
-    match error {
-        dynscale_core::merkle::TreeError::Read(TileReadError::Io {
-            path,
-            offset,
-            needed,
-            source,
-        }) => AuditError::Tile {
-            path,
-            offset,
-            needed,
-            source,
-        },
-        other => AuditError::Tile {
-            path: dir.join(TILE_DIR),
-            offset: 0,
-            needed: 0,
-            source: io::Error::other(other.to_string()),
-        },
-    }
 }
 
 fn clear_tmp(disk: &dyn Disk, tmp: &Path) -> Result<(), AuditError> {
