@@ -83,6 +83,15 @@ fn summary(decision: &DecideResponse) -> String {
     }
     rows.push(("policies", table::list_cell(&c.policies)));
     rows.push(("decision id", c.decision_id.to_string()));
+    if let Some(index) = c.audit_index {
+        rows.push((
+            "audit index",
+            format!(
+                "{index} (prove with `dynscale audit prove {}`)",
+                c.decision_id
+            ),
+        ));
+    }
     if let Some(id) = c.escalation_id {
         rows.push((
             "escalation",
