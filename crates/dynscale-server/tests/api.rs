@@ -78,6 +78,15 @@ impl Api {
             .await
     }
 
+    /// A node in a fresh directory with the example policies pushed; the directory
+    /// lives as long as the returned guard.
+    async fn with_examples() -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = Api::open(dir.path()).await;
+        api.push_examples().await;
+        (dir, api)
+    }
+
     async fn push_examples(&self) {
         for name in [
             "base-safety",
@@ -121,9 +130,7 @@ const PAY: &str = "payment.transfer.finance.usa.acme";
 
 #[tokio::test]
 async fn every_outcome_and_the_controls_that_change_later_decisions() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
-    api.push_examples().await;
+    let (_dir, api) = Api::with_examples().await;
 
     let allow = api
         .decide(
@@ -289,9 +296,7 @@ async fn every_outcome_and_the_controls_that_change_later_decisions() {
 
 #[tokio::test]
 async fn authzen_single_and_batch() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
-    api.push_examples().await;
+    let (_dir, api) = Api::with_examples().await;
 
     let r = api
         .post(
@@ -356,9 +361,7 @@ async fn authzen_single_and_batch() {
 
 #[tokio::test]
 async fn bad_input_is_a_problem_naming_the_field() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
-    api.push_examples().await;
+    let (_dir, api) = Api::with_examples().await;
 
     let cases = [
         ("malformed", StatusCode::BAD_REQUEST, None),
@@ -448,9 +451,7 @@ fn doc(version: &str, extra: &str) -> String {
 
 #[tokio::test]
 async fn rejected_documents_name_the_problem_and_store_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
-    api.push_examples().await;
+    let (_dir, api) = Api::with_examples().await;
     assert_eq!(
         api.push(&doc("1.0.0", "")).await.status,
         StatusCode::CREATED
@@ -679,9 +680,7 @@ async fn openapi_covers_every_route() {
 
 #[tokio::test]
 async fn registered_agents_bring_pack_and_attributes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
-    api.push_examples().await;
+    let (_dir, api) = Api::with_examples().await;
     let r = api
         .call(
             Method::PUT,
