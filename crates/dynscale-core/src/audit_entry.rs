@@ -225,6 +225,7 @@ fn outcome_byte(o: Outcome) -> u8 {
         Outcome::Deny => 2,
         Outcome::Quarantine => 3,
         Outcome::Escalate => 4,
+        Outcome::Throttle => 5,
     }
 }
 
@@ -235,6 +236,7 @@ fn outcome_from(b: u8) -> Option<Outcome> {
         2 => Outcome::Deny,
         3 => Outcome::Quarantine,
         4 => Outcome::Escalate,
+        5 => Outcome::Throttle,
         _ => return None,
     })
 }

@@ -27,6 +27,9 @@ pub enum Outcome {
     Quarantine,
     /// Denied until a human approves.
     Escalate,
+    /// Allowed by the policies but over a quota or concurrency limit; ask again after
+    /// the decision's `retry_after`.
+    Throttle,
 }
 
 impl Outcome {
@@ -43,6 +46,7 @@ impl Outcome {
             Outcome::Deny => "deny",
             Outcome::Quarantine => "quarantine",
             Outcome::Escalate => "escalate",
+            Outcome::Throttle => "throttle",
         }
     }
 }

@@ -231,11 +231,16 @@ fn check_rules(
             ));
         }
         if let Some(q) = &rule.quota
-            && q.burst == 0
+            && let Err(e) = crate::quota::Gcra::from_rule(q)
         {
+            let part = match e {
+                crate::quota::GcraError::ZeroBurst
+                | crate::quota::GcraError::BurstTooLong { .. } => "burst",
+                _ => "rate",
+            };
             findings.push(place(
-                Diagnostic::new(DiagnosticCode::Schema, "burst must be at least 1")
-                    .field(format!("{field}.quota.burst")),
+                Diagnostic::new(DiagnosticCode::Schema, e.to_string())
+                    .field(format!("{field}.quota.{part}")),
             ));
         }
         if let Some(c) = &rule.concurrency

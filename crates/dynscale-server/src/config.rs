@@ -9,6 +9,9 @@ use dynscale_core::audit_entry::PrivacyRule;
 use dynscale_core::snapshot::{DefaultDecision, EngineConfig};
 use serde::{Deserialize, Serialize};
 
+pub use crate::admission::AdmissionSettings;
+pub use crate::quotas::QuotaSettings;
+
 /// Settings of one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,6 +36,10 @@ pub struct ServerConfig {
     pub cedar_schema: Option<PathBuf>,
     /// The verifiable audit log.
     pub audit: AuditSettings,
+    /// Quota and concurrency enforcement.
+    pub quotas: QuotaSettings,
+    /// Bounded in-flight requests and load shedding.
+    pub admission: AdmissionSettings,
 }
 
 /// When an appended entry counts as acknowledged.
@@ -102,6 +109,8 @@ impl Default for ServerConfig {
             namespace_defaults: BTreeMap::new(),
             cedar_schema: None,
             audit: AuditSettings::default(),
+            quotas: QuotaSettings::default(),
+            admission: AdmissionSettings::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dynscale_core::diagnostic::Diagnostic;
+use dynscale_core::quota::CostError;
 use dynscale_core::request::InputError;
 use dynscale_core::snapshot::EvalError;
 use dynscale_store::StoreError;
@@ -39,6 +40,12 @@ pub enum ApiError {
     /// The node cannot serve the request now (starting, stopping).
     #[error("{detail}")]
     Unavailable { detail: String },
+    /// Admission control is shedding load; ask again after `retry_after_secs`.
+    #[error(
+        "the node is at its limit of {limit} requests in flight and is shedding load; \
+         retry after {retry_after_secs} s"
+    )]
+    Overloaded { limit: usize, retry_after_secs: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -46,6 +53,15 @@ pub enum ApiError {
 impl From<InputError> for ApiError {
     fn from(e: InputError) -> Self {
         // InputError's message already names its field.
+        ApiError::InvalidField {
+            field: e.field(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<CostError> for ApiError {
+    fn from(e: CostError) -> Self {
         ApiError::InvalidField {
             field: e.field(),
             detail: e.to_string(),
@@ -97,6 +113,7 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,6 +130,7 @@ impl ApiError {
             ApiError::NotFound { .. } => ("not-found", "Not found"),
             ApiError::Conflict { .. } => ("conflict", "Conflict"),
             ApiError::Unavailable { .. } => ("unavailable", "Service unavailable"),
+            ApiError::Overloaded { .. } => ("overloaded", "Too many requests"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         };
         let detail = match self {
@@ -156,6 +174,13 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::Overloaded {
+            retry_after_secs, ..
+        } = self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
         resp
     }
 }

@@ -2,11 +2,14 @@
 //! behind axum routers (AuthZEN, decisions, policy administration, controls, health).
 //! Only this crate knows HTTP and the JSON wire types.
 
+mod admission;
 pub mod config;
 mod error;
+mod metrics;
 mod node;
 mod openapi;
 mod owner;
+mod quotas;
 pub mod recorder;
 mod routes;
 pub mod wire;
@@ -28,9 +31,11 @@ pub use error::{ApiError, Problem};
 pub use node::Node;
 pub use openapi::ApiDoc;
 
+use crate::admission::Admission;
+use crate::metrics::Metrics;
 use crate::owner::Owner;
 use crate::recorder::{Audit, AuditStartError};
-use crate::routes::{audit, authzen, controls, decide, health, policies};
+use crate::routes::{audit, authzen, controls, decide, health, policies, scale};
 use crate::wire::BodyLimit;
 
 /// Why a node could not start.
@@ -47,6 +52,10 @@ pub enum StartError {
     Store(#[from] dynscale_store::StoreError),
     #[error("opening the audit log: {0}")]
     Audit(#[from] AuditStartError),
+    #[error(transparent)]
+    Admission(#[from] crate::admission::AdmissionError),
+    #[error(transparent)]
+    Quotas(#[from] crate::quotas::QuotaStartError),
     #[error("loading the node state: {0}")]
     Load(ApiError),
     #[error("listening on {addr}: {source}")]
@@ -97,6 +106,10 @@ impl Node {
                 .await
                 .map_err(StartError::Load)?;
         let owner = owner.spawn(1024);
+        let quotas = Arc::new(crate::quotas::Quotas::new(&config.quotas)?);
+        quotas.spawn_sweeper();
+        let metrics = Arc::new(Metrics::new());
+        let admission = Arc::new(Admission::new(&config.admission, Arc::clone(&metrics))?);
         let node = Node {
             published,
             owner,
@@ -104,6 +117,9 @@ impl Node {
             config,
             ready: Arc::new(AtomicBool::new(false)),
             audit,
+            quotas,
+            metrics,
+            admission,
         };
         node.ready.store(true, Ordering::Release);
         Ok(node)
@@ -129,6 +145,7 @@ impl Node {
                 get(controls::agent_show).put(controls::agent_register),
             )
             .route("/v1/agents/{id}/release", post(controls::agent_release))
+            .route("/v1/leases/{id}/release", post(controls::lease_release))
             .route("/v1/quarantines", get(controls::quarantines))
             .route("/v1/escalations", get(controls::escalations))
             .route("/v1/escalations/{id}", get(controls::escalation))
@@ -143,6 +160,7 @@ impl Node {
             .route("/v1/audit/decisions/{id}", get(audit::decision))
             .route("/v1/audit/proof/inclusion", get(audit::inclusion))
             .route("/v1/audit/proof/consistency", get(audit::consistency))
+            .route("/metrics", get(scale::metrics))
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz))
             .route("/openapi.json", get(openapi::openapi_json))
@@ -151,6 +169,10 @@ impl Node {
                     what: "route".into(),
                 }
             })
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&self.admission),
+                admission::admit,
+            ))
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::Extension(BodyLimit(limit)))
             .with_state(self.clone())

@@ -8,15 +8,19 @@ use dynscale_core::audit_entry::DecisionRecord;
 use dynscale_core::controls::{Escalation, EscalationStatus, Quarantine};
 use dynscale_core::decision::{self, DecisionEffect, Outcome};
 use dynscale_core::ids::AgentId;
+use dynscale_core::quota::{Leases, QuotaOutcome};
 use dynscale_core::request::ActionRequest;
 use dynscale_store::StateStore;
 use serde_json::Map;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::owner::{Command, OwnerHandle, Published};
+use crate::quotas::Quotas;
 use crate::recorder::Audit;
 use crate::wire::{DecisionContext, EvaluationRequest};
 
@@ -29,6 +33,9 @@ pub struct Node {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) audit: Audit,
+    pub(crate) quotas: Arc<Quotas>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) admission: Arc<Admission>,
 }
 
 impl Node {
@@ -64,6 +71,7 @@ impl Node {
                 for (ctx, index) in decided.iter_mut().zip(indexes) {
                     ctx.audit_index = Some(index);
                 }
+                self.count(decided);
                 Ok(())
             }
             Err(ApiError::Unavailable { .. }) if self.audit.fails_open() => {
@@ -71,9 +79,25 @@ impl Node {
                     ctx.warnings
                         .push("not audited: the audit log is full (fail-open)".into());
                 }
+                self.count(decided);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                // Not acknowledged: the leases these decisions took are given back.
+                for ctx in decided.iter() {
+                    if let Some(leases) = ctx.lease_id.as_deref().and_then(Leases::parse) {
+                        self.quotas.release(&leases);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts answered decisions in the metrics.
+    fn count(&self, decided: &[DecisionContext]) {
+        for ctx in decided {
+            self.metrics.decision(&ctx.outcome);
         }
     }
 
@@ -94,7 +118,25 @@ impl Node {
         for _ in 0..2 {
             let snapshot = self.published.snapshot.load();
             let controls = self.published.controls.load();
-            let d = decision::decide(&snapshot, &controls, &action)?;
+            let mut d = decision::decide(&snapshot, &controls, &action)?;
+            let mut lease_id = None;
+            let mut retry_after = None;
+            if d.outcome.is_allowed() {
+                match self.quotas.enforce(&snapshot, &action, input.context)? {
+                    QuotaOutcome::Pass { leases } => {
+                        lease_id = (!leases.is_empty()).then(|| leases.to_string());
+                    }
+                    QuotaOutcome::Throttle(t) => {
+                        self.metrics.throttled(&t.rule);
+                        // A throttled action has not happened: it consumes no
+                        // approval and asks for no other effect.
+                        d.outcome = Outcome::Throttle;
+                        d.reasons = vec![t.reason];
+                        d.effect = None;
+                        retry_after = t.retry_after.map(|r| r.as_secs_f64());
+                    }
+                }
+            }
             let mut escalation_id = None;
             match &d.effect {
                 None => {}
@@ -174,6 +216,8 @@ impl Node {
                 policies,
                 snapshot: d.snapshot.0,
                 escalation_id,
+                retry_after,
+                lease_id,
                 audit_index: None,
             };
             return Ok((ctx, entry));

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{audit, authzen, controls, decide, health, policies};
+use crate::routes::{audit, authzen, controls, decide, health, policies, scale};
 
 /// dynscale's HTTP API.
 #[derive(Debug, OpenApi)]
@@ -22,11 +22,12 @@ use crate::routes::{audit, authzen, controls, decide, health, policies};
         policies::push, policies::validate, policies::list, policies::show,
         policies::rollback, policies::events,
         controls::kill_list, controls::kill, controls::kill_release,
-        controls::agent_show, controls::agent_register, controls::agent_release,
+        controls::agent_show, controls::agent_register, controls::agent_release, controls::lease_release,
         controls::quarantines, controls::escalations, controls::escalation,
         controls::escalation_approve, controls::escalation_deny,
         audit::checkpoint, audit::pubkey, audit::entries, audit::decision,
         audit::inclusion, audit::consistency,
+        scale::metrics,
         health::healthz, health::readyz, openapi_json,
     ),
     tags(
@@ -34,7 +35,9 @@ use crate::routes::{audit, authzen, controls, decide, health, policies};
         (name = "decisions", description = "dynscale's own decision API"),
         (name = "policies", description = "Policy documents and their history"),
         (name = "controls", description = "Kill switches, quarantine, escalations, agents"),
+        (name = "quotas", description = "Concurrency leases taken by allowed actions"),
         (name = "audit", description = "The verifiable (RFC 9162 Merkle) audit log"),
+        (name = "scale", description = "Metrics, scale levels and alerts"),
         (name = "health", description = "Liveness, readiness and this document"),
     )
 )]

@@ -81,7 +81,7 @@ impl EvaluationRequest {
 /// dynscale's full account of a decision.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema, PartialEq)]
 pub struct DecisionContext {
-    /// allow, warn, deny, quarantine or escalate.
+    /// allow, warn, deny, throttle, quarantine or escalate.
     pub outcome: String,
     pub decision_id: Uuid,
     /// The determining rules (`name@version#rule`) or the control that decided.
@@ -95,6 +95,14 @@ pub struct DecisionContext {
     pub policies: Vec<String>,
     /// The snapshot the decision read.
     pub snapshot: u64,
+    /// Seconds after which the same request can pass (outcome `throttle`; absent
+    /// when waiting cannot help, e.g. a cost above the burst).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<f64>,
+    /// The concurrency leases this allowed action holds; free them with
+    /// `POST /v1/leases/{lease_id}/release` when the action ends (they also expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
     /// The pending escalation this decision opened (outcome `escalate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation_id: Option<Uuid>,

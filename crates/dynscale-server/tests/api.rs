@@ -65,6 +65,23 @@ impl Api {
         }
     }
 
+    /// A GET whose answer is text (the metrics exposition).
+    async fn text(&self, uri: &str) -> String {
+        let req = Request::builder()
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request builds");
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("router answers");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
     async fn get(&self, uri: &str) -> Reply {
         self.call(Method::GET, uri, Body::empty()).await
     }
@@ -634,6 +651,7 @@ async fn openapi_covers_every_route() {
         ("/v1/agents/{id}", "get"),
         ("/v1/agents/{id}", "put"),
         ("/v1/agents/{id}/release", "post"),
+        ("/v1/leases/{id}/release", "post"),
         ("/v1/quarantines", "get"),
         ("/v1/escalations", "get"),
         ("/v1/escalations/{id}", "get"),
@@ -645,6 +663,7 @@ async fn openapi_covers_every_route() {
         ("/v1/audit/decisions/{id}", "get"),
         ("/v1/audit/proof/inclusion", "get"),
         ("/v1/audit/proof/consistency", "get"),
+        ("/metrics", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/openapi.json", "get"),
@@ -706,4 +725,165 @@ async fn registered_agents_bring_pack_and_attributes() {
     );
     let shown = api.get("/v1/agents/r7").await.body;
     assert_eq!(shown["pack"], json!("ops"));
+}
+
+const LIMITED: &str = r#"
+policyId: 0b7c6d5e-4f3a-4b2c-9d1e-0f1a2b3c4d5e
+name: limited
+version: 1.0.0
+namespace: "ops.*.*.*.acme"
+rules:
+  - id: may-run
+    cedar: |
+      permit(principal, action, resource);
+  - id: per-agent
+    quota: { key: agent, rate: 2/s, burst: 3 }
+  - id: one-at-a-time
+    concurrency: { key: agent, limit: 1, ttl: 1h }
+"#;
+
+/// The value of one sample line of the metrics text, 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().expect("a number"))
+}
+
+#[tokio::test]
+async fn quotas_throttle_with_retry_after_and_leases_hold_until_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Api::open(dir.path()).await;
+    assert_eq!(api.push(LIMITED).await.status, StatusCode::CREATED);
+    let ns = "ops.run.x.us.acme";
+
+    // Concurrency 1: the first action holds the only lease; the next throttles until
+    // it is released, and a throttled decision holds none.
+    let first = api.decide("a-1", "p", "run", ns, json!({})).await;
+    assert_eq!(first["outcome"], "allow", "{first}");
+    let lease = first["lease_id"].as_str().expect("lease_id").to_owned();
+    let second = api.decide("a-1", "p", "run", ns, json!({})).await;
+    assert_eq!(second["outcome"], "throttle", "{second}");
+    assert_eq!(second["allowed"], false);
+    assert!(second["lease_id"].is_null());
+    let reason = second["reasons"][0].as_str().expect("reason");
+    assert!(reason.contains("limited@1.0.0#one-at-a-time"), "{reason}");
+    let wait = second["retry_after"].as_f64().expect("retry_after");
+    assert!(
+        wait > 3500.0 && wait <= 3600.0,
+        "the lease TTL is 1h: {wait}"
+    );
+    let r = api
+        .post(&format!("/v1/leases/{lease}/release"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["released"], 1);
+    let r = api
+        .post(&format!("/v1/leases/{lease}/release"), json!({}))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "released twice: {}",
+        r.body
+    );
+    let r = api.post("/v1/leases/not-a-lease/release", json!({})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["field"], "id");
+
+    // Rate 2/s with burst 3: two more pass (three in all at once), then throttle
+    // with the exact wait for the next cell (0.5 s at most).
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let d = api.decide("a-1", "p", "run", ns, json!({})).await;
+        if let Some(l) = d["lease_id"].as_str() {
+            api.post(&format!("/v1/leases/{l}/release"), json!({}))
+                .await;
+        }
+        outcomes.push(d["outcome"].as_str().map(str::to_owned));
+        if d["outcome"] == "throttle" {
+            let wait = d["retry_after"].as_f64().expect("retry_after");
+            assert!(wait > 0.0 && wait <= 0.5, "{wait}");
+            assert!(
+                d["reasons"][0]
+                    .as_str()
+                    .is_some_and(|r| r.contains("limited@1.0.0#per-agent")),
+                "{d}"
+            );
+        }
+    }
+    let allowed = outcomes
+        .iter()
+        .filter(|o| o.as_deref() == Some("allow"))
+        .count();
+    assert_eq!(allowed, 2, "{outcomes:?}");
+    // Another agent has its own budget; AuthZEN carries the same context.
+    let r = api
+        .post(
+            "/access/v1/evaluation",
+            request("a-2", "p", "run", ns, json!({})),
+        )
+        .await;
+    assert_eq!(r.body["decision"], true, "{}", r.body);
+    assert!(r.body["context"]["lease_id"].is_string());
+
+    let metrics = api.text("/metrics").await;
+    assert_eq!(
+        sample(&metrics, "dynscale_decisions_total{outcome=\"allow\"}"),
+        4.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "dynscale_decisions_total{outcome=\"throttle\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "dynscale_quota_throttles_total{rule=\"limited@1.0.0#per-agent\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&metrics, "dynscale_leases_live"),
+        1.0,
+        "a-2 holds one"
+    );
+    assert!(sample(&metrics, "dynscale_audit_entries") >= 7.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            "dynscale_request_duration_seconds_count{class=\"decision\"}"
+        ),
+        6.0,
+        "six decision requests were timed"
+    );
+}
+
+#[tokio::test]
+async fn a_cost_field_that_is_not_a_count_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Api::open(dir.path()).await;
+    let doc = LIMITED.replace("burst: 3 }", "burst: 3, cost: units }");
+    assert_eq!(api.push(&doc).await.status, StatusCode::CREATED);
+    let r = api
+        .post(
+            "/v1/decide",
+            request("a-1", "p", "run", "ops.run.x.us.acme", json!({"units": -2})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["field"], "context.units");
+    // A quota rule that can never pass is refused at push, naming the field.
+    let r = api
+        .push(&LIMITED.replace("rate: 2/s", "rate: 2000000000/s"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["errors"][0]["field"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("quota.rate")),
+        "{}",
+        r.body
+    );
 }

@@ -173,9 +173,23 @@ impl QuotaLimiter {
     /// [`Verdict::OverBurst`] if some charge can never pass, else a throttle whose
     /// `retry_after` is the longest, the earliest time at which all of them pass.
     pub fn check_all(&self, charges: &[QuotaCharge<'_>], now: Nanos) -> Verdict {
+        self.check_all_naming(charges, now).0
+    }
+
+    /// [`QuotaLimiter::check_all`], also naming the charge that decided a refusal:
+    /// the index in `charges` of the one whose verdict is returned.
+    pub fn check_all_naming(
+        &self,
+        charges: &[QuotaCharge<'_>],
+        now: Nanos,
+    ) -> (Verdict, Option<usize>) {
         match charges {
-            [] => return Verdict::Allow,
-            [one] => return self.check(one.limit, one.key, one.cost, now),
+            [] => return (Verdict::Allow, None),
+            [one] => {
+                let verdict = self.check(one.limit, one.key, one.cost, now);
+                let culprit = (!verdict.is_allow()).then_some(0);
+                return (verdict, culprit);
+            }
             _ => {}
         }
         // Lock every shard involved, each once, in ascending order: two multi-key
@@ -191,7 +205,8 @@ impl QuotaLimiter {
         // allowed charges would leave, so two charges on one key see each other.
         let mut pending: Vec<(KeyHash, Nanos)> = Vec::with_capacity(charges.len());
         let mut worst = Verdict::Allow;
-        for charge in charges {
+        let mut culprit = None;
+        for (i, charge) in charges.iter().enumerate() {
             let tat = pending
                 .iter()
                 .rev()
@@ -203,6 +218,7 @@ impl QuotaLimiter {
                 (refused @ Verdict::OverBurst { .. }, _) => {
                     if !matches!(worst, Verdict::OverBurst { .. }) {
                         worst = refused;
+                        culprit = Some(i);
                     }
                 }
                 (Verdict::Throttle { retry_after }, _) => match worst {
@@ -210,7 +226,10 @@ impl QuotaLimiter {
                         retry_after: longest,
                     } if longest >= retry_after => {}
                     Verdict::OverBurst { .. } => {}
-                    _ => worst = Verdict::Throttle { retry_after },
+                    _ => {
+                        worst = Verdict::Throttle { retry_after };
+                        culprit = Some(i);
+                    }
                 },
             }
         }
@@ -219,7 +238,7 @@ impl QuotaLimiter {
                 guards[guard_of(key)].store(key, tat, now, self.shard_capacity);
             }
         }
-        worst
+        (worst, culprit)
     }
 
     /// How many cells `key` could spend under `limit` right now, for rate-limit headers.
@@ -521,8 +540,17 @@ mod tests {
         );
         assert_eq!(l.remaining(&a, KeyHash(1), Nanos(0)), 1);
         assert_eq!(
-            l.check_all(&charges(2), Nanos(0)),
-            Verdict::OverBurst { cost: 2, burst: 1 }
+            l.check_all_naming(&charges(1), Nanos(0)),
+            (
+                Verdict::Throttle {
+                    retry_after: Duration::from_secs(1)
+                },
+                Some(1)
+            )
+        );
+        assert_eq!(
+            l.check_all_naming(&charges(2), Nanos(0)),
+            (Verdict::OverBurst { cost: 2, burst: 1 }, Some(1))
         );
         assert_eq!(l.check_all(&[], Nanos(0)), Verdict::Allow);
         // Two charges on one key see each other.

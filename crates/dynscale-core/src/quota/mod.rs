@@ -5,6 +5,7 @@
 //! and the hash seed is passed in. The server owns the clock and the instances.
 
 pub mod cost;
+pub mod enforce;
 pub mod gcra;
 pub mod key;
 pub mod lease;
@@ -13,6 +14,10 @@ mod table;
 pub mod time;
 
 pub use cost::{CostError, cost_from_context};
+pub use enforce::{
+    Enforcer, EnforcerConfig, EnforcerError, EnforcerStats, Leases, QuotaOutcome, QuotaRules,
+    Throttle,
+};
 pub use gcra::{Gcra, GcraError, Verdict};
 pub use key::{KeyHash, KeyHasher, QuotaKey};
 pub use lease::{LeaseConfig, LeaseDenied, LeaseError, LeaseId, LeaseTable};

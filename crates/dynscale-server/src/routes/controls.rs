@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use dynscale_core::controls::{Escalation, EscalationStatus, KillScope, Quarantine};
 use dynscale_core::ids::{AgentId, PackId};
+use dynscale_core::quota::Leases;
 use dynscale_store::AgentRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -204,6 +205,37 @@ pub async fn agent_release(
         Err(ApiError::NotFound {
             what: format!("a quarantine of agent {id}"),
         })
+    }
+}
+
+/// How many leases a release freed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Released {
+    pub released: usize,
+}
+
+/// Frees the concurrency leases of an allowed action (its `lease_id`), so the next
+/// action under the same limit may start. Leases also expire after their TTL.
+#[utoipa::path(post, path = "/v1/leases/{id}/release", tag = "quotas", params(("id" = String, Path, description = "The decision's lease_id")),
+    responses((status = 200, body = Released), (status = 404, body = crate::error::Problem, description = "No lease of this id is live (released or expired)"),
+        (status = 422, body = crate::error::Problem, description = "Not a lease id")))]
+pub async fn lease_release(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> Result<Json<Released>, ApiError> {
+    let leases = Leases::parse(&id).ok_or_else(|| {
+        ApiError::invalid(
+            "id",
+            format!(
+                "`{id}` is not a lease id (hex numbers joined by `.`, as in a decision's lease_id)"
+            ),
+        )
+    })?;
+    match node.quotas.release(&leases) {
+        0 => Err(ApiError::NotFound {
+            what: format!("a live lease {id} (it was released or has expired)"),
+        }),
+        released => Ok(Json(Released { released })),
     }
 }
 

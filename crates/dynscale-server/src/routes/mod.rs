@@ -6,3 +6,4 @@ pub mod controls;
 pub mod decide;
 pub mod health;
 pub mod policies;
+pub mod scale;
