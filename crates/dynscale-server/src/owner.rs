@@ -102,6 +102,11 @@ pub enum Command {
     ListPolicies {
         reply: Reply<Vec<PolicySummary>>,
     },
+    /// Records an event that changes no state (an alert transition, a scale report).
+    Record {
+        event: NewEvent,
+        reply: Reply<u64>,
+    },
 }
 
 /// A policy name as listings show it.
@@ -308,6 +313,9 @@ impl Owner {
             }
             Command::ListPolicies { reply } => {
                 let _ = reply.send(Ok(self.list()));
+            }
+            Command::Record { event, reply } => {
+                let _ = reply.send(self.record(event).await);
             }
         }
     }
@@ -629,6 +637,24 @@ impl Owner {
     /// Appends the event to the audit log before the change is stored, and notes the
     /// entry's index in the stored event. If the store then fails, the log holds the
     /// attempt; a change is never stored without its audit entry.
+    /// Stores an event that changes no state, audited first. When the audit log
+    /// cannot take it (full), the event is still stored, marked unaudited: an alert
+    /// about a full log must not be lost because the log is full.
+    async fn record(&self, event: NewEvent) -> Result<u64, ApiError> {
+        let event = match self.audited(event.clone()).await {
+            Ok(audited) => audited,
+            Err(ApiError::Unavailable { detail }) => {
+                let mut event = event;
+                if let serde_json::Value::Object(map) = &mut event.detail {
+                    map.insert("unaudited".into(), json!(detail));
+                }
+                event
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(self.store.record_event(event).await?)
+    }
+
     async fn audited(&self, mut event: NewEvent) -> Result<NewEvent, ApiError> {
         let index = self
             .audit

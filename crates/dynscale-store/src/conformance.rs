@@ -36,6 +36,7 @@ where
     rollback_records_event(make().await).await;
     versions_sorted_by_semver(make().await).await;
     events_paging(make().await).await;
+    recorded_events(make().await).await;
     last_policy_event_ignores_other_events(make().await).await;
     kill_switches(make().await).await;
     quarantines(make().await).await;
@@ -399,6 +400,30 @@ pub async fn events_paging<S: StateStore>(store: S) {
         ok(store.events(ids[2] - 1, 1).await, "between ids"),
         all[2..3].to_vec()
     );
+}
+
+/// Events that change nothing else are numbered with the rest and found by kind
+/// prefix, newest first; they never move the snapshot number.
+pub async fn recorded_events<S: StateStore>(store: S) {
+    let pushed = push(&store, "a", "1.0.0", &["1.0.0"]).await;
+    let mut ids = Vec::new();
+    for kind in ["alert.firing", "scale.certified", "alert.resolved", "alert_x.firing"] {
+        let id = ok(store.record_event(event(kind, "disk", 1)).await, "record");
+        ids.push(id);
+    }
+    assert!(ids[0] > pushed && ids.windows(2).all(|w| w[0] < w[1]));
+    let alerts = ok(store.recent_events("alert.", 10).await, "alerts");
+    assert_eq!(
+        alerts.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[0]],
+        "newest first, and `alert.` does not match `alert_x.`"
+    );
+    assert_eq!(alerts[0].kind, "alert.resolved");
+    assert_eq!(ok(store.recent_events("alert.", 1).await, "limit").len(), 1);
+    assert!(ok(store.recent_events("nothing", 5).await, "none").is_empty());
+    let state = ok(store.load().await, "load");
+    assert_eq!(state.last_policy_event, pushed);
+    assert_eq!(all_events(&store).await.len(), 5);
 }
 
 /// Only `policy.*` events move the snapshot number.

@@ -504,6 +504,33 @@ impl StateStore for SqliteStore {
         .collect()
     }
 
+    async fn record_event(&self, event: NewEvent) -> Result<u64, StoreError> {
+        let event = EventRow::encode(&event)?;
+        let mut tx = self.begin_write().await?;
+        let id = event.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn recent_events(
+        &self,
+        kind_prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        // `substr` rather than LIKE, so `_` and `%` in the prefix mean themselves.
+        sqlx::query(
+            "SELECT id, at, kind, subject, detail FROM events \
+             WHERE substr(kind, 1, length(?1)) = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(kind_prefix)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode_event)
+        .collect()
+    }
+
     async fn escalations(
         &self,
         status: Option<EscalationStatus>,

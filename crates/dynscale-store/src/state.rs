@@ -178,6 +178,18 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     /// Events with id greater than `after`, oldest first, at most `limit`.
     async fn events(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// Records an event that changes no other state (an alert transition, a scale
+    /// report); returns its id.
+    async fn record_event(&self, event: NewEvent) -> Result<u64, StoreError>;
+
+    /// The newest events whose kind starts with `kind_prefix`, newest first, at most
+    /// `limit`.
+    async fn recent_events(
+        &self,
+        kind_prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
     /// Escalations, newest first (by creation time, then id), optionally only those in
     /// one status, at most `limit`.
     async fn escalations(
