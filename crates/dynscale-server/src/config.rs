@@ -10,7 +10,9 @@ use dynscale_core::snapshot::{DefaultDecision, EngineConfig};
 use serde::{Deserialize, Serialize};
 
 pub use crate::admission::AdmissionSettings;
+pub use crate::monitor::AlertingSettings;
 pub use crate::quotas::QuotaSettings;
+pub use dynscale_core::scale::ScaleConfig;
 
 /// Settings of one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +42,10 @@ pub struct ServerConfig {
     pub quotas: QuotaSettings,
     /// Bounded in-flight requests and load shedding.
     pub admission: AdmissionSettings,
+    /// Scale signals, their levels and the alert rules.
+    pub scale: ScaleConfig,
+    /// Where alert notifications go.
+    pub alerting: AlertingSettings,
 }
 
 /// When an appended entry counts as acknowledged.
@@ -111,6 +117,8 @@ impl Default for ServerConfig {
             audit: AuditSettings::default(),
             quotas: QuotaSettings::default(),
             admission: AdmissionSettings::default(),
+            scale: ScaleConfig::default(),
+            alerting: AlertingSettings::default(),
         }
     }
 }

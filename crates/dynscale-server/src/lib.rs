@@ -6,6 +6,7 @@ mod admission;
 pub mod config;
 mod error;
 mod metrics;
+mod monitor;
 mod node;
 mod openapi;
 mod owner;
@@ -54,6 +55,8 @@ pub enum StartError {
     Audit(#[from] AuditStartError),
     #[error(transparent)]
     Admission(#[from] crate::admission::AdmissionError),
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorStartError),
     #[error(transparent)]
     Quotas(#[from] crate::quotas::QuotaStartError),
     #[error("loading the node state: {0}")]
@@ -110,6 +113,20 @@ impl Node {
         quotas.spawn_sweeper();
         let metrics = Arc::new(Metrics::new());
         let admission = Arc::new(Admission::new(&config.admission, Arc::clone(&metrics))?);
+        let (scale, monitor) = crate::monitor::Scale::new(&config.scale)?;
+        crate::monitor::spawn(
+            &scale,
+            monitor,
+            crate::monitor::LoopParts {
+                admission: Arc::clone(&admission),
+                audit: audit.clone(),
+                owner: owner.clone(),
+                store: Arc::clone(&store),
+                metrics: Arc::clone(&metrics),
+                data_dir: config.data_dir.clone(),
+                alerting: config.alerting.clone(),
+            },
+        )?;
         let node = Node {
             published,
             owner,
@@ -120,6 +137,7 @@ impl Node {
             quotas,
             metrics,
             admission,
+            scale,
         };
         node.ready.store(true, Ordering::Release);
         Ok(node)
@@ -161,6 +179,9 @@ impl Node {
             .route("/v1/audit/proof/inclusion", get(audit::inclusion))
             .route("/v1/audit/proof/consistency", get(audit::consistency))
             .route("/metrics", get(scale::metrics))
+            .route("/v1/scale/status", get(scale::status))
+            .route("/v1/scale/alerts", get(scale::alerts))
+            .route("/v1/scale/alerts/history", get(scale::alert_history))
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz))
             .route("/openapi.json", get(openapi::openapi_json))

@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use dynscale_core::decision::Outcome;
+use dynscale_core::scale::{Level, Phase, ScaleMonitor};
 
 const OUTCOMES: [Outcome; 6] = [
     Outcome::Allow,
@@ -50,6 +51,24 @@ struct RuleLabels {
     rule: String,
 }
 
+/// Levels as label values, lower case like every other label (and the JSON API).
+fn level_label(level: Level) -> &'static str {
+    match level {
+        Level::Green => "green",
+        Level::Yellow => "yellow",
+        Level::Orange => "orange",
+        Level::Red => "red",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    alert: String,
+    instance: String,
+    state: &'static str,
+    level: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     class: &'static str,
@@ -70,6 +89,7 @@ pub struct Metrics {
     pub(crate) quota_keys: Gauge,
     pub(crate) leases_live: Gauge,
     pub(crate) policies_active: Gauge,
+    alerts: Family<AlertLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -138,6 +158,12 @@ impl Metrics {
             "policies_active",
             "Policy versions in force in the current snapshot",
         );
+        let alerts = Family::<AlertLabels, Gauge>::default();
+        registry.register(
+            "alert_state",
+            "1 for each alert that is pending, firing or just resolved, with its state",
+            alerts.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -151,6 +177,7 @@ impl Metrics {
             quota_keys,
             leases_live,
             policies_active,
+            alerts,
         }
     }
 
@@ -198,6 +225,27 @@ impl Metrics {
         self.in_flight.get_or_create_owned(&ClassLabels {
             class: class.as_str(),
         })
+    }
+
+    /// Replaces the alert states with those of the monitor's last evaluation.
+    pub fn set_alerts(&self, monitor: &ScaleMonitor) {
+        self.alerts.clear();
+        for (key, state, rule) in monitor.alerts() {
+            let phase = match state.phase() {
+                Phase::Inactive => continue,
+                Phase::Pending => "pending",
+                Phase::Firing => "firing",
+                Phase::Resolved => "resolved",
+            };
+            self.alerts
+                .get_or_create(&AlertLabels {
+                    alert: key.rule.clone(),
+                    instance: key.instance.clone().unwrap_or_default(),
+                    state: phase,
+                    level: level_label(rule.level),
+                })
+                .set(1);
+        }
     }
 
     /// The text exposition of every metric.

@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use dynscale_core::audit_entry::DecisionRecord;
 use dynscale_core::controls::{Escalation, EscalationStatus, Quarantine};
 use dynscale_core::decision::{self, DecisionEffect, Outcome};
-use dynscale_core::ids::AgentId;
+use dynscale_core::ids::{AgentId, PackId};
 use dynscale_core::quota::{Leases, QuotaOutcome};
 use dynscale_core::request::ActionRequest;
+use dynscale_core::scale::{DecisionSample, UnixMs};
 use dynscale_store::StateStore;
 use serde_json::Map;
 use time::OffsetDateTime;
@@ -19,6 +21,7 @@ use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::monitor::Scale;
 use crate::owner::{Command, OwnerHandle, Published};
 use crate::quotas::Quotas;
 use crate::recorder::Audit;
@@ -36,6 +39,7 @@ pub struct Node {
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admission: Arc<Admission>,
+    pub(crate) scale: Arc<Scale>,
 }
 
 impl Node {
@@ -52,8 +56,8 @@ impl Node {
     /// Decides one request, carries out its effects and appends it to the audit log;
     /// the answer carries the entry's `audit_index`.
     pub async fn decide(&self, req: &EvaluationRequest) -> Result<DecisionContext, ApiError> {
-        let (mut ctx, entry) = self.decide_unlogged(req).await?;
-        self.log(std::slice::from_mut(&mut ctx), vec![entry])
+        let (mut ctx, pending) = self.decide_unlogged(req).await?;
+        self.log(std::slice::from_mut(&mut ctx), vec![pending])
             .await?;
         Ok(ctx)
     }
@@ -64,14 +68,16 @@ impl Node {
     pub async fn log(
         &self,
         decided: &mut [DecisionContext],
-        entries: Vec<Vec<u8>>,
+        pending: Vec<Pending>,
     ) -> Result<(), ApiError> {
+        let (entries, tallies): (Vec<_>, Vec<_>) =
+            pending.into_iter().map(|p| (p.entry, p.tally)).unzip();
         match self.audit.append(entries).await {
             Ok(indexes) => {
                 for (ctx, index) in decided.iter_mut().zip(indexes) {
                     ctx.audit_index = Some(index);
                 }
-                self.count(decided);
+                self.count(decided, &tallies, false);
                 Ok(())
             }
             Err(ApiError::Unavailable { .. }) if self.audit.fails_open() => {
@@ -79,7 +85,7 @@ impl Node {
                     ctx.warnings
                         .push("not audited: the audit log is full (fail-open)".into());
                 }
-                self.count(decided);
+                self.count(decided, &tallies, false);
                 Ok(())
             }
             Err(e) => {
@@ -89,25 +95,41 @@ impl Node {
                         self.quotas.release(&leases);
                     }
                 }
+                self.count(decided, &tallies, true);
                 Err(e)
             }
         }
     }
 
-    /// Counts answered decisions in the metrics.
-    fn count(&self, decided: &[DecisionContext]) {
-        for ctx in decided {
-            self.metrics.decision(&ctx.outcome);
+    /// Counts decisions in the metrics (answered ones) and in the scale recorder
+    /// (every one, failed ones as errors against the SLO).
+    fn count(&self, decided: &[DecisionContext], tallies: &[Tally], failed: bool) {
+        let now = UnixMs::from_datetime(OffsetDateTime::now_utc());
+        for (ctx, tally) in decided.iter().zip(tallies) {
+            if !failed {
+                self.metrics.decision(&ctx.outcome);
+            }
+            let denied = !allowed(&ctx.outcome) && ctx.outcome != Outcome::Throttle.as_str();
+            self.scale.recorder.record(
+                now,
+                &DecisionSample {
+                    latency: tally.started.elapsed(),
+                    error: failed,
+                    denied,
+                    pack: tally.pack.as_ref(),
+                },
+            );
         }
     }
 
     /// Decides one request and carries out what the decision asks for (quarantine,
     /// escalation) before returning, so the answer never runs ahead of the state.
-    /// Returns the answer and the audit entry still to be appended.
+    /// Returns the answer and what [`Node::log`] still has to append and count.
     pub async fn decide_unlogged(
         &self,
         req: &EvaluationRequest,
-    ) -> Result<(DecisionContext, Vec<u8>), ApiError> {
+    ) -> Result<(DecisionContext, Pending), ApiError> {
+        let started = Instant::now();
         let agents = self.published.agents.load();
         let input = req.action_input(self.config.default_namespace.as_deref());
         let action =
@@ -220,12 +242,30 @@ impl Node {
                 lease_id,
                 audit_index: None,
             };
-            return Ok((ctx, entry));
+            let tally = Tally {
+                started,
+                pack: action.pack.clone(),
+            };
+            return Ok((ctx, Pending { entry, tally }));
         }
         Err(ApiError::Conflict {
             detail: "the approval for this action was used concurrently; retry".into(),
         })
     }
+}
+
+/// A decided request not yet appended to the audit log.
+#[derive(Debug)]
+pub struct Pending {
+    entry: Vec<u8>,
+    tally: Tally,
+}
+
+/// What the scale recorder needs of a decision besides its answer.
+#[derive(Debug)]
+struct Tally {
+    started: Instant,
+    pack: Option<PackId>,
 }
 
 /// Whether an outcome lets the action proceed.

@@ -27,7 +27,7 @@ use crate::routes::{audit, authzen, controls, decide, health, policies, scale};
         controls::escalation_approve, controls::escalation_deny,
         audit::checkpoint, audit::pubkey, audit::entries, audit::decision,
         audit::inclusion, audit::consistency,
-        scale::metrics,
+        scale::metrics, scale::status, scale::alerts, scale::alert_history,
         health::healthz, health::readyz, openapi_json,
     ),
     tags(

@@ -407,7 +407,12 @@ pub async fn events_paging<S: StateStore>(store: S) {
 pub async fn recorded_events<S: StateStore>(store: S) {
     let pushed = push(&store, "a", "1.0.0", &["1.0.0"]).await;
     let mut ids = Vec::new();
-    for kind in ["alert.firing", "scale.certified", "alert.resolved", "alert_x.firing"] {
+    for kind in [
+        "alert.firing",
+        "scale.certified",
+        "alert.resolved",
+        "alert_x.firing",
+    ] {
         let id = ok(store.record_event(event(kind, "disk", 1)).await, "record");
         ids.push(id);
     }

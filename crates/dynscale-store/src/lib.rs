@@ -6,6 +6,7 @@ pub mod audit;
 pub mod conformance;
 pub mod sqlite;
 mod state;
+pub mod volume;
 
 pub use sqlite::SqliteStore;
 pub use state::{

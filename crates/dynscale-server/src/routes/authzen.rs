@@ -81,7 +81,7 @@ pub async fn evaluations(
     // Decide in order (stopping early per the semantic), then append every decision's
     // entry in one group commit before answering.
     let mut decided = Vec::with_capacity(batch.evaluations.len());
-    let mut entries = Vec::new();
+    let mut pending = Vec::new();
     let mut slots = Vec::with_capacity(batch.evaluations.len());
     for item in &batch.evaluations {
         let result = match merge(&batch, item) {
@@ -89,11 +89,11 @@ pub async fn evaluations(
             Err(e) => Err(e),
         };
         let allowed_now = match result {
-            Ok((ctx, entry)) => {
+            Ok((ctx, p)) => {
                 let ok = allowed(&ctx.outcome);
                 slots.push(Ok(decided.len()));
                 decided.push(ctx);
-                entries.push(entry);
+                pending.push(p);
                 ok
             }
             Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail)),
@@ -111,8 +111,8 @@ pub async fn evaluations(
             break;
         }
     }
-    if !entries.is_empty() {
-        node.log(&mut decided, entries).await?;
+    if !pending.is_empty() {
+        node.log(&mut decided, pending).await?;
     }
     let mut out = Vec::with_capacity(slots.len());
     for slot in slots {

@@ -61,21 +61,21 @@ pub async fn decide_batch(
     }
     // Decide every request, then append all their entries in one group commit.
     let mut decided = Vec::with_capacity(batch.requests.len());
-    let mut entries = Vec::with_capacity(batch.requests.len());
+    let mut pending = Vec::with_capacity(batch.requests.len());
     let mut slots = Vec::with_capacity(batch.requests.len());
     for req in &batch.requests {
         match node.decide_unlogged(req).await {
-            Ok((ctx, entry)) => {
+            Ok((ctx, p)) => {
                 slots.push(Ok(decided.len()));
                 decided.push(ctx);
-                entries.push(entry);
+                pending.push(p);
             }
             Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail)),
             Err(e) => slots.push(Err(json!(e.problem()))),
         }
     }
-    if !entries.is_empty() {
-        node.log(&mut decided, entries).await?;
+    if !pending.is_empty() {
+        node.log(&mut decided, pending).await?;
     }
     let results = slots
         .into_iter()

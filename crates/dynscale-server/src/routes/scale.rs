@@ -1,10 +1,21 @@
-//! The node's view of its own scale: Prometheus metrics at `/metrics`.
+//! The node's view of its own scale: Prometheus metrics at `/metrics`, signal
+//! levels at `/v1/scale/status`, alerts and their history.
 
+use std::sync::Arc;
+
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use dynscale_core::scale::ScaleStatus;
+use dynscale_store::StoredEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::monitor::AlertView;
 use crate::node::Node;
+use crate::wire::Params;
 
 /// The metric text exposition (OpenMetrics text, which Prometheus scrapes).
 #[utoipa::path(get, path = "/metrics", tag = "scale",
@@ -29,4 +40,89 @@ pub async fn metrics(State(node): State<Node>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     resp
+}
+
+/// The node's scale: every signal with its value and level, decision windows, SLO
+/// burn rates, the storage forecast and admission.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusReport {
+    /// The last evaluation (every `scale.evaluate_every`).
+    #[schema(value_type = Object)]
+    pub status: Arc<ScaleStatus>,
+    pub admission: AdmissionReport,
+}
+
+/// Admission control now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdmissionReport {
+    pub in_flight: usize,
+    pub limit: usize,
+    /// True while new decisions are refused with 429.
+    pub shedding: bool,
+}
+
+/// The scale status of this node.
+#[utoipa::path(get, path = "/v1/scale/status", tag = "scale",
+    responses((status = 200, body = StatusReport),
+        (status = 503, body = crate::error::Problem, description = "No evaluation has run yet")))]
+pub async fn status(State(node): State<Node>) -> Result<Json<StatusReport>, ApiError> {
+    let status = node.scale.status().ok_or_else(|| ApiError::Unavailable {
+        detail: "the first scale evaluation has not run yet".into(),
+    })?;
+    Ok(Json(StatusReport {
+        status,
+        admission: AdmissionReport {
+            in_flight: node.admission.in_flight(),
+            limit: node.admission.limit(),
+            shedding: node.admission.shedding(),
+        },
+    }))
+}
+
+/// Alerts pending, firing or just resolved.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AlertList {
+    #[schema(value_type = Vec<AlertView>)]
+    pub alerts: Arc<Vec<AlertView>>,
+}
+
+/// The alerts that are not inactive.
+#[utoipa::path(get, path = "/v1/scale/alerts", tag = "scale", responses((status = 200, body = AlertList)))]
+pub async fn alerts(State(node): State<Node>) -> Json<AlertList> {
+    Json(AlertList {
+        alerts: node.scale.alerts(),
+    })
+}
+
+/// `?limit=` of the history.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// At most this many transitions, newest first (default 100, at most 10 000).
+    pub limit: Option<u32>,
+}
+
+/// Alert transitions, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AlertHistory {
+    #[schema(value_type = Vec<Object>)]
+    pub transitions: Vec<StoredEvent>,
+}
+
+/// The persisted history of alert transitions (pending, firing, resolved).
+#[utoipa::path(get, path = "/v1/scale/alerts/history", tag = "scale", params(HistoryQuery),
+    responses((status = 200, body = AlertHistory), (status = 422, body = crate::error::Problem)))]
+pub async fn alert_history(
+    State(node): State<Node>,
+    Params(q): Params<HistoryQuery>,
+) -> Result<Json<AlertHistory>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if limit > 10_000 {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("{limit} is above the maximum of 10000"),
+        ));
+    }
+    let transitions = node.store.recent_events("alert.", limit).await?;
+    Ok(Json(AlertHistory { transitions }))
 }

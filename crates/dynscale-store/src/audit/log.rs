@@ -340,6 +340,11 @@ impl AuditLog {
             .store(max_bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
+    /// The byte cap in force, if any.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.inner.shared.max_bytes()
+    }
+
     /// Bytes the audit directory holds, as the log accounts them.
     pub fn used_bytes(&self) -> u64 {
         self.inner.shared.used_bytes.load(Ordering::SeqCst)
