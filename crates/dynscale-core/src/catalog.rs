@@ -6,7 +6,7 @@
 //! number of *scheduled* versions (with `validity`) whose windows do not overlap; a
 //! scheduled version is in force during its window instead of the standing one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::iter;
 use std::sync::Arc;
 
@@ -18,7 +18,9 @@ use uuid::Uuid;
 use crate::diagnostic::{Diagnostic, DiagnosticCode};
 use crate::document::{ConcurrencyRule, QuotaRule, Rate, Rule, Strategy, Validity};
 use crate::ids::PolicyName;
+use crate::namespace::Scope;
 use crate::policy::CheckedPolicy;
+use crate::snapshot::InForceChange;
 
 /// How many major versions a rollback may go back (SPEC §3).
 const ROLLBACK_MAJOR_LIMIT: u64 = 2;
@@ -35,12 +37,87 @@ struct History {
 }
 
 /// Pushed history and active versions of every policy name.
+///
+/// Besides the active versions the catalog keeps indexes of them, updated by
+/// [`Catalog::set_active`] (the one place the active set changes), so that checking a
+/// push and finding what it changes in force cost what the push concerns, not the
+/// size of the active set.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pushed: BTreeMap<PolicyName, History>,
     /// Which name each policy id was first stored under.
     owners: BTreeMap<Uuid, PolicyName>,
     active: BTreeMap<PolicyName, BTreeMap<semver::Version, Arc<CheckedPolicy>>>,
+    index: ActiveIndex,
+    tracker: InForceTracker,
+}
+
+/// Indexes of the active versions, by what the checks of a push look up.
+#[derive(Debug, Clone, Default)]
+struct ActiveIndex {
+    /// Names with an active version in each scope.
+    by_scope: HashMap<Scope, BTreeSet<PolicyName>>,
+    /// For each name, the names with an active version that declares a conflict with it.
+    declared_against: HashMap<PolicyName, BTreeSet<PolicyName>>,
+    /// Names with an active version of each policy id.
+    by_policy_id: HashMap<Uuid, BTreeSet<PolicyName>>,
+    /// Window boundaries (`from`, `until`) of active scheduled versions, with the names
+    /// whose version in force can change there.
+    boundaries: BTreeMap<OffsetDateTime, BTreeSet<PolicyName>>,
+}
+
+impl ActiveIndex {
+    fn update(&mut self, name: &PolicyName, versions: &[&Arc<CheckedPolicy>], add: bool) {
+        fn edit<K: Eq + std::hash::Hash + Clone>(
+            map: &mut HashMap<K, BTreeSet<PolicyName>>,
+            key: &K,
+            name: &PolicyName,
+            add: bool,
+        ) {
+            if add {
+                map.entry(key.clone()).or_default().insert(name.clone());
+            } else if let Some(set) = map.get_mut(key) {
+                set.remove(name);
+                if set.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+        for p in versions {
+            let doc = &p.doc;
+            edit(&mut self.by_scope, &doc.namespace, name, add);
+            edit(&mut self.by_policy_id, &doc.policy_id, name, add);
+            for c in &doc.conflicts {
+                edit(&mut self.declared_against, &c.policy, name, add);
+            }
+            for t in doc
+                .validity
+                .iter()
+                .flat_map(|w| [w.from, w.until])
+                .flatten()
+            {
+                if add {
+                    self.boundaries.entry(t).or_default().insert(name.clone());
+                } else if let Some(set) = self.boundaries.get_mut(&t) {
+                    set.remove(name);
+                    if set.is_empty() {
+                        self.boundaries.remove(&t);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The version in force of each name as last reported by
+/// [`Catalog::take_in_force_changes`], and which names may have changed since.
+#[derive(Debug, Clone, Default)]
+struct InForceTracker {
+    current: HashMap<PolicyName, Arc<CheckedPolicy>>,
+    /// Names whose active set changed since the last report.
+    dirty: BTreeSet<PolicyName>,
+    /// The instant of the last report; `None` before the first, which reports every name.
+    at: Option<OffsetDateTime>,
 }
 
 /// How a push is checked.
@@ -93,15 +170,74 @@ impl Catalog {
 
     /// Replaces the active versions of a name (empty removes it).
     pub fn set_active(&mut self, name: &PolicyName, versions: Vec<Arc<CheckedPolicy>>) {
-        if versions.is_empty() {
-            self.active.remove(name);
+        let old = if versions.is_empty() {
+            self.active.remove(name)
         } else {
             let map = versions
                 .into_iter()
                 .map(|p| (p.doc.version.clone(), p))
                 .collect();
-            self.active.insert(name.clone(), map);
+            self.active.insert(name.clone(), map)
+        };
+        if let Some(old) = old {
+            self.index
+                .update(name, &old.values().collect::<Vec<_>>(), false);
         }
+        if let Some(new) = self.active.get(name) {
+            self.index
+                .update(name, &new.values().collect::<Vec<_>>(), true);
+        }
+        self.tracker.dirty.insert(name.clone());
+    }
+
+    /// What changed in force since the last call: for every name whose version in
+    /// force at `now` differs from the one last reported, the version before and
+    /// after. Only names whose active set changed, or that have a window boundary
+    /// between the last call and `now`, are looked at; the first call reports every
+    /// name. Also returns the next instant after `now` at which the set changes.
+    ///
+    /// The versions reported equal [`Catalog::in_force`] at `now`.
+    pub fn take_in_force_changes(
+        &mut self,
+        now: OffsetDateTime,
+    ) -> (Vec<InForceChange>, Option<OffsetDateTime>) {
+        let mut names = std::mem::take(&mut self.tracker.dirty);
+        match self.tracker.at {
+            None => names.extend(self.active.keys().cloned()),
+            Some(at) => {
+                let (lo, hi) = if at <= now { (at, now) } else { (now, at) };
+                for crossed in self.index.boundaries.range(lo..=hi).map(|(_, n)| n) {
+                    names.extend(crossed.iter().cloned());
+                }
+            }
+        }
+        self.tracker.at = Some(now);
+        let mut changes = Vec::new();
+        for name in names {
+            let after = self
+                .active
+                .get(&name)
+                .and_then(|versions| in_force_of(versions, now, &mut None));
+            let before = match &after {
+                Some(a) => self.tracker.current.insert(name, Arc::clone(a)),
+                None => self.tracker.current.remove(&name),
+            };
+            let same = match (&before, &after) {
+                (Some(b), Some(a)) => Arc::ptr_eq(b, a),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                changes.push(InForceChange { before, after });
+            }
+        }
+        let next = self
+            .index
+            .boundaries
+            .range((std::ops::Bound::Excluded(now), std::ops::Bound::Unbounded))
+            .next()
+            .map(|(t, _)| *t);
+        (changes, next)
     }
 
     /// Every active version of every name.
@@ -275,27 +411,8 @@ impl Catalog {
         let mut out = Vec::new();
         let mut next: Option<OffsetDateTime> = None;
         for versions in self.active.values() {
-            let mut scheduled = None;
-            let mut standing = None;
-            // Ascending order: should a name hold two candidates anyway (set_active
-            // does not check), the highest version wins and the result stays one.
-            for p in versions.values() {
-                match &p.doc.validity {
-                    None => standing = Some(p),
-                    Some(w) => {
-                        if w.contains(now) {
-                            scheduled = Some(p);
-                        }
-                        for t in [w.from, w.until].into_iter().flatten() {
-                            if t > now && next.is_none_or(|n| t < n) {
-                                next = Some(t);
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(p) = scheduled.or(standing) {
-                out.push(Arc::clone(p));
+            if let Some(p) = in_force_of(versions, now, &mut next) {
+                out.push(p);
             }
         }
         (out, next)
@@ -328,16 +445,20 @@ impl Catalog {
 
     /// Active versions of other names that can be in force together with `policy`:
     /// not ended, and with a window overlapping its window.
+    ///
+    /// Only the names in `among` are looked at, in their order.
     fn neighbours<'a>(
         &'a self,
         policy: &'a CheckedPolicy,
         now: OffsetDateTime,
+        among: impl IntoIterator<Item = &'a PolicyName> + 'a,
     ) -> impl Iterator<Item = &'a Arc<CheckedPolicy>> + 'a {
         let window = window_of(policy);
-        self.active
-            .iter()
-            .filter(move |(name, _)| **name != policy.doc.name)
-            .flat_map(|(_, versions)| versions.values())
+        among
+            .into_iter()
+            .filter(move |name| **name != policy.doc.name)
+            .filter_map(|name| self.active.get(name))
+            .flat_map(BTreeMap::values)
             .filter(move |p| !has_ended(p, now) && window.overlaps(&window_of(p)))
     }
 
@@ -384,9 +505,8 @@ impl Catalog {
             ));
         }
         let owner = self.owners.get(&doc.policy_id).or_else(|| {
-            self.active()
-                .find(|p| p.doc.policy_id == doc.policy_id)
-                .map(|p| &p.doc.name)
+            // The first name in order with an active version of the id.
+            self.index.by_policy_id.get(&doc.policy_id)?.first()
         });
         if let Some(owner) = owner
             && *owner != doc.name
@@ -483,12 +603,23 @@ impl Catalog {
     fn check_cycle(&self, candidate: &CheckedPolicy, findings: &mut Vec<Diagnostic>) {
         let doc = &candidate.doc;
         let own = doc.name.as_str();
-        let mut graph: DiGraphMap<&str, ()> = DiGraphMap::new();
-        for (name, versions) in &self.active {
-            if *name == doc.name {
+        // Only names reachable from the candidate's dependencies can close a cycle, so
+        // the graph holds just those. Edges are added in the order a graph of the whole
+        // active set would add them (by name, then version, then dependency), so the
+        // search visits neighbours in the same order and reports the same cycle.
+        let mut reachable: BTreeSet<&PolicyName> = BTreeSet::new();
+        let mut queue: VecDeque<&PolicyName> = doc.dependencies.iter().map(|d| &d.policy).collect();
+        while let Some(name) = queue.pop_front() {
+            if *name == doc.name || !reachable.insert(name) {
                 continue;
             }
-            for p in versions.values() {
+            for p in self.active.get(name).into_iter().flat_map(BTreeMap::values) {
+                queue.extend(p.doc.dependencies.iter().map(|d| &d.policy));
+            }
+        }
+        let mut graph: DiGraphMap<&str, ()> = DiGraphMap::new();
+        for name in reachable {
+            for p in self.active.get(name).into_iter().flat_map(BTreeMap::values) {
                 for dep in &p.doc.dependencies {
                     graph.add_edge(name.as_str(), dep.policy.as_str(), ());
                 }
@@ -576,8 +707,8 @@ impl Catalog {
     ) {
         let doc = &candidate.doc;
         for (i, c) in doc.conflicts.iter().enumerate() {
-            for p in self.neighbours(candidate, now) {
-                if p.doc.name != c.policy || !c.version.matches(&p.doc.version) {
+            for p in self.neighbours(candidate, now, [&c.policy]) {
+                if !c.version.matches(&p.doc.version) {
                     continue;
                 }
                 findings.push(place(
@@ -593,7 +724,13 @@ impl Catalog {
                 ));
             }
         }
-        for p in self.neighbours(candidate, now) {
+        let declarers = self
+            .index
+            .declared_against
+            .get(&doc.name)
+            .into_iter()
+            .flatten();
+        for p in self.neighbours(candidate, now, declarers) {
             for (j, c) in p.doc.conflicts.iter().enumerate() {
                 if c.policy != doc.name || !c.version.matches(&doc.version) {
                     continue;
@@ -623,9 +760,18 @@ impl Catalog {
         findings: &mut Vec<Diagnostic>,
     ) {
         let doc = &candidate.doc;
+        // Only a quota or concurrency rule can conflict, and only within its own scope.
+        if !doc
+            .rules
+            .iter()
+            .any(|r| r.quota.is_some() || r.concurrency.is_some())
+        {
+            return;
+        }
         let ours = |rule: &Rule| format!("{}@{}#{}", doc.name, doc.version, rule.id);
+        let same_scope = self.index.by_scope.get(&doc.namespace);
         for (i, rule) in doc.rules.iter().enumerate() {
-            for p in self.neighbours(candidate, now) {
+            for p in self.neighbours(candidate, now, same_scope.into_iter().flatten()) {
                 if p.doc.namespace != doc.namespace {
                     continue;
                 }
@@ -677,6 +823,36 @@ impl Catalog {
             }
         }
     }
+}
+
+/// The version of one name in force at `now`: the scheduled version whose window
+/// contains `now`, else the standing version. Lowers `next` to the name's first window
+/// boundary after `now`.
+fn in_force_of(
+    versions: &BTreeMap<semver::Version, Arc<CheckedPolicy>>,
+    now: OffsetDateTime,
+    next: &mut Option<OffsetDateTime>,
+) -> Option<Arc<CheckedPolicy>> {
+    let mut scheduled = None;
+    let mut standing = None;
+    // Ascending order: should a name hold two candidates anyway (set_active does not
+    // check), the highest version wins and the result stays one.
+    for p in versions.values() {
+        match &p.doc.validity {
+            None => standing = Some(p),
+            Some(w) => {
+                if w.contains(now) {
+                    scheduled = Some(p);
+                }
+                for t in [w.from, w.until].into_iter().flatten() {
+                    if t > now && next.is_none_or(|n| t < n) {
+                        *next = Some(t);
+                    }
+                }
+            }
+        }
+    }
+    scheduled.or(standing).map(Arc::clone)
 }
 
 fn check_strategy(candidate: &CheckedPolicy, opts: &PushOptions, findings: &mut Vec<Diagnostic>) {

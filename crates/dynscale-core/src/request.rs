@@ -1,7 +1,7 @@
 //! An action request in Cedar terms: principal, action, resource, context and the
 //! fleet entities (agent in pack), built once per decision from JSON attribute data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
@@ -167,9 +167,11 @@ impl ActionRequest {
         if let Some(profile) = profile {
             attrs.extend(record_fields("agent attributes", &profile.attributes)?);
         }
-        let mut entities = Vec::with_capacity(3);
-        let mut parents = Vec::new();
+        let mut entities = Vec::with_capacity(2);
+        let mut parents = HashSet::new();
         if let Some(pack) = &pack {
+            // The principal's parent uid is all `principal in Pack::"…"` needs; the Pack
+            // entity itself has no attributes, so it is left out of the entities.
             let pack_uid = EntityUid::from_type_name_and_id(
                 EntityTypeName::from_str("Pack").map_err(|_| InputError::PackNotString)?,
                 EntityId::new(pack.as_str()),
@@ -178,15 +180,14 @@ impl ActionRequest {
                 "pack".into(),
                 RestrictedExpression::new_string(pack.to_string()),
             );
-            entities.push(Entity::new_no_attrs(pack_uid.clone(), Default::default()));
-            parents.push(pack_uid);
+            parents.insert(pack_uid);
         }
         let bad_entity = |field: &str, e: &dyn std::fmt::Display| InputError::BadValue {
             field: field.to_owned(),
             reason: e.to_string(),
         };
         entities.push(
-            Entity::new(principal.clone(), attrs, parents.into_iter().collect())
+            Entity::new(principal.clone(), attrs, parents)
                 .map_err(|e| bad_entity("subject.properties", &e))?,
         );
         if resource != principal {
@@ -217,9 +218,9 @@ impl ActionRequest {
 }
 
 /// SHA-256 over the request's identifying parts. serde_json maps are ordered, so the
-/// context serialises canonically.
+/// context serialises canonically; it is streamed into the hash, not copied.
 fn fingerprint(input: &ActionInput<'_>) -> Fingerprint {
-    let mut h = Sha256::new();
+    let mut h = HashWriter(Sha256::new());
     for part in [
         input.subject_type,
         input.subject_id,
@@ -227,22 +228,103 @@ fn fingerprint(input: &ActionInput<'_>) -> Fingerprint {
         input.resource_type,
         input.resource_id,
     ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
+        h.0.update((part.len() as u64).to_be_bytes());
+        h.0.update(part.as_bytes());
     }
-    h.update(Value::Object(input.context.clone()).to_string().as_bytes());
-    let digest = h.finalize();
-    Fingerprint(digest.iter().map(|b| format!("{b:02x}")).collect())
+    // Writing into a hash cannot fail, and a JSON map always serialises.
+    let _ = serde_json::to_writer(&mut h, input.context);
+    Fingerprint(hex(&h.0.finalize()))
+}
+
+/// Lets serde_json write straight into the hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Where in the request a bad value sits, built outward only when a value is bad:
+/// the segments are collected innermost first as the error returns.
+#[derive(Debug)]
+struct BadAt {
+    segments: Vec<Segment>,
+    reason: String,
+}
+
+#[derive(Debug)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl BadAt {
+    fn new(reason: String) -> Self {
+        Self {
+            segments: Vec::new(),
+            reason,
+        }
+    }
+
+    fn within(mut self, segment: Segment) -> Self {
+        self.segments.push(segment);
+        self
+    }
+
+    fn at(self, base: &str) -> InputError {
+        let mut field = base.to_owned();
+        for s in self.segments.iter().rev() {
+            match s {
+                Segment::Key(k) => {
+                    field.push('.');
+                    field.push_str(k);
+                }
+                Segment::Index(i) => {
+                    field.push('[');
+                    field.push_str(&i.to_string());
+                    field.push(']');
+                }
+            }
+        }
+        InputError::BadValue {
+            field,
+            reason: self.reason,
+        }
+    }
 }
 
 fn record_fields(
     path: &str,
     map: &Map<String, Value>,
 ) -> Result<HashMap<String, RestrictedExpression>, InputError> {
+    fields(map).map_err(|e| e.at(path))
+}
+
+fn fields(map: &Map<String, Value>) -> Result<HashMap<String, RestrictedExpression>, BadAt> {
     let mut out = HashMap::with_capacity(map.len());
     for (k, v) in map {
-        if let Some(expr) = to_cedar(&format!("{path}.{k}"), v)? {
-            out.insert(k.clone(), expr);
+        match to_cedar(v) {
+            Ok(Some(expr)) => {
+                out.insert(k.clone(), expr);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e.within(Segment::Key(k.clone()))),
         }
     }
     Ok(out)
@@ -251,46 +333,38 @@ fn record_fields(
 /// JSON to a Cedar value. Integers become Longs, other numbers `decimal` (at most four
 /// fractional digits, Cedar's precision), objects records, arrays sets. `null` means
 /// the attribute is absent, so `has` is false for it.
-fn to_cedar(path: &str, v: &Value) -> Result<Option<RestrictedExpression>, InputError> {
+fn to_cedar(v: &Value) -> Result<Option<RestrictedExpression>, BadAt> {
     Ok(Some(match v {
         Value::Null => return Ok(None),
         Value::Bool(b) => RestrictedExpression::new_bool(*b),
         Value::String(s) => RestrictedExpression::new_string(s.clone()),
         Value::Number(n) => match n.as_i64() {
             Some(i) => RestrictedExpression::new_long(i),
-            None => decimal(path, n)?,
+            None => decimal(n)?,
         },
         Value::Array(items) => {
             let mut set = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                if let Some(e) = to_cedar(&format!("{path}[{i}]"), item)? {
+                if let Some(e) = to_cedar(item).map_err(|e| e.within(Segment::Index(i)))? {
                     set.push(e);
                 }
             }
             RestrictedExpression::new_set(set)
         }
         Value::Object(map) => {
-            let fields = record_fields(path, map)?;
-            RestrictedExpression::new_record(fields).map_err(|e| InputError::BadValue {
-                field: path.to_owned(),
-                reason: e.to_string(),
-            })?
+            RestrictedExpression::new_record(fields(map)?).map_err(|e| BadAt::new(e.to_string()))?
         }
     }))
 }
 
-fn decimal(path: &str, n: &serde_json::Number) -> Result<RestrictedExpression, InputError> {
-    let bad = |reason: String| InputError::BadValue {
-        field: path.to_owned(),
-        reason,
-    };
+fn decimal(n: &serde_json::Number) -> Result<RestrictedExpression, BadAt> {
     let f = n
         .as_f64()
-        .ok_or_else(|| bad(format!("{n} is out of range for a Cedar number")))?;
+        .ok_or_else(|| BadAt::new(format!("{n} is out of range for a Cedar number")))?;
     let text = n.to_string();
     let frac = text.split_once('.').map_or(0, |(_, f)| f.len());
     if text.contains(['e', 'E']) || frac > 4 || f.abs() >= 922_337_203_685_477.0 {
-        return Err(bad(format!(
+        return Err(BadAt::new(format!(
             "{n} is not representable: Cedar numbers are integers or decimals with at most \
              four fractional digits"
         )));

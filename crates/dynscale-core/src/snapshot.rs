@@ -2,11 +2,13 @@
 //! (a trie over namespace segments, org first) and by action, so a decision evaluates
 //! only the Cedar policies that can apply to it.
 //!
-//! Compiling reuses every scope entry whose policies did not change, so a push costs
-//! the scopes it touches, not the whole active set.
+//! A change is applied with [`Snapshot::patch`]: only the scopes it touches are
+//! rebuilt and only their trie paths copied, so a push costs the scopes it touches,
+//! not the whole active set. A decision makes one Cedar call: the rules of every
+//! matching scope are merged into one set, built on first use and cached.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cedar_policy::{ActionConstraint, Authorizer, Effect, PolicyId, PolicySet};
 use serde::{Deserialize, Serialize};
@@ -92,53 +94,209 @@ pub enum EvalError {
     UnknownNamespace { namespace: String, root: String },
 }
 
+/// How a rule's hit counts: every rule is evaluated as a permit (see [`Sets`]), so the
+/// rule's own kind is kept here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Permit,
+    Forbid,
+    /// A forbid with `@effect("warn")`: a warning instead of a deny.
+    Advisory,
+}
+
 #[derive(Debug)]
 struct RuleMeta {
     policy: Arc<str>,
     rule: RuleId,
     effect: RuleEffect,
-    forbid: bool,
+    kind: Kind,
 }
 
-/// The Cedar sets to evaluate for one action (or for any action) in one scope.
+/// The Cedar rules to evaluate for one action (or for any action) in one scope.
+///
+/// Every rule is in one set, forbids rewritten as permits with the same id and
+/// conditions: a single Cedar call then reports every satisfied rule (Cedar reports
+/// only the deciding side's rules), and [`RuleMeta`] says which were forbids,
+/// permits or advisories.
 #[derive(Debug, Default)]
 struct Sets {
-    /// Permits and enforcing forbids.
-    enforce: PolicySet,
-    /// Advisory forbids, rewritten as permits so a satisfied one shows as a reason
-    /// without denying.
-    advisory: Option<PolicySet>,
+    rules: PolicySet,
+    /// `name@version` of the policies the rules come from, sorted, no duplicates.
     policies: Vec<Arc<str>>,
 }
 
 #[derive(Debug)]
 struct ScopeEntry {
-    /// The policies compiled into this entry; compared by pointer to reuse the entry.
+    /// The policies compiled into this entry, by (name, version); compared by pointer
+    /// to reuse the entry.
     members: Vec<Arc<CheckedPolicy>>,
+    /// Each member's rules as evaluated (forbids rewritten as permits), in member
+    /// order, so a rebuild of the entry reuses the rewrites of unchanged members.
+    rewritten: Vec<Arc<[cedar_policy::Policy]>>,
     any: Sets,
     by_action: HashMap<String, Sets>,
     meta: HashMap<PolicyId, RuleMeta>,
 }
 
-#[derive(Debug, Default)]
+/// A node of the scope trie. Children are shared between snapshots (`Arc`), so a
+/// patch copies only the nodes on the paths it changes.
+#[derive(Debug, Default, Clone)]
 struct Node {
-    literal: HashMap<Box<str>, Node>,
-    wildcard: Option<Box<Node>>,
+    literal: HashMap<Box<str>, Arc<Node>>,
+    wildcard: Option<Arc<Node>>,
     entry: Option<Arc<ScopeEntry>>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.entry.is_none() && self.wildcard.is_none() && self.literal.is_empty()
+    }
+
+    /// The entry at exactly this scope pattern, if any.
+    fn entry_at(&self, scope: &Scope) -> Option<&Arc<ScopeEntry>> {
+        let mut node = self;
+        for seg in scope.segments().rev() {
+            node = match seg {
+                Some(s) => node.literal.get(s)?,
+                None => node.wildcard.as_ref()?,
+            };
+        }
+        node.entry.as_ref()
+    }
+
+    fn entries<'a>(&'a self, out: &mut Vec<&'a Arc<ScopeEntry>>) {
+        if let Some(e) = &self.entry {
+            out.push(e);
+        }
+        for child in self.literal.values().chain(&self.wildcard) {
+            child.entries(out);
+        }
+    }
+}
+
+/// Sets `entry` (or removes it, with `None`) at the path `segments` under `node`,
+/// copying the shared nodes on the path and dropping nodes left empty.
+fn set_entry(node: &mut Arc<Node>, segments: &[Option<&str>], entry: Option<Arc<ScopeEntry>>) {
+    let n = Arc::make_mut(node);
+    match segments.split_first() {
+        None => n.entry = entry,
+        Some((Some(seg), rest)) => {
+            if !n.literal.contains_key(*seg) {
+                if entry.is_none() {
+                    return;
+                }
+                n.literal.insert(Box::from(*seg), Arc::default());
+            }
+            if let Some(child) = n.literal.get_mut(*seg) {
+                set_entry(child, rest, entry);
+                if child.is_empty() {
+                    n.literal.remove(*seg);
+                }
+            }
+        }
+        Some((None, rest)) => {
+            if n.wildcard.is_none() && entry.is_none() {
+                return;
+            }
+            let child = n.wildcard.get_or_insert_with(Arc::default);
+            set_entry(child, rest, entry);
+            if child.is_empty() {
+                n.wildcard = None;
+            }
+        }
+    }
+}
+
+/// The rules of several scopes that match one namespace, merged into one Cedar set
+/// so a decision makes one Cedar call. Keyed by the addresses of the [`Sets`] merged;
+/// the entries are held so those addresses stay theirs while the item is cached.
+#[derive(Debug)]
+struct Merged {
+    entries: Vec<Arc<ScopeEntry>>,
+    sets: Sets,
+}
+
+/// Most merged sets a snapshot lineage keeps; past it the cache starts over. Bounds
+/// the memory of items that a reader of an older snapshot inserted after a patch
+/// pruned the entries they hold.
+const MERGED_LIMIT: usize = 1 << 16;
+
+/// Merged sets, built on first use and shared by the snapshots patched from one
+/// another; a patch prunes the items holding entries it replaced.
+#[derive(Debug, Default)]
+struct MergedCache {
+    map: RwLock<HashMap<Box<[usize]>, Arc<Merged>, foldhash::fast::RandomState>>,
+}
+
+impl MergedCache {
+    fn get_or_build(&self, chosen: &[(&Arc<ScopeEntry>, &Sets)]) -> Result<Arc<Merged>, String> {
+        let key: Box<[usize]> = chosen
+            .iter()
+            .map(|(_, s)| std::ptr::from_ref::<Sets>(s) as usize)
+            .collect();
+        if let Some(m) = self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(Arc::clone(m));
+        }
+        let mut rules = PolicySet::new();
+        let mut policies = Vec::new();
+        for (_, sets) in chosen {
+            for p in sets.rules.policies() {
+                rules.add(p.clone()).map_err(|e| e.to_string())?;
+            }
+            policies.extend(sets.policies.iter().cloned());
+        }
+        policies.sort();
+        policies.dedup();
+        let merged = Arc::new(Merged {
+            entries: chosen.iter().map(|(e, _)| Arc::clone(e)).collect(),
+            sets: Sets { rules, policies },
+        });
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MERGED_LIMIT {
+            map.clear();
+        }
+        map.insert(key, Arc::clone(&merged));
+        Ok(merged)
+    }
+
+    /// Drops the merged sets that hold one of `replaced`.
+    fn prune(&self, replaced: &[Arc<ScopeEntry>]) {
+        if replaced.is_empty() {
+            return;
+        }
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, m| {
+            !m.entries
+                .iter()
+                .any(|e| replaced.iter().any(|r| Arc::ptr_eq(e, r)))
+        });
+    }
+}
+
+/// One name's change of the version in force: the version before (if any) leaves the
+/// snapshot, the version after (if any) enters it.
+#[derive(Debug, Clone, Default)]
+pub struct InForceChange {
+    pub before: Option<Arc<CheckedPolicy>>,
+    pub after: Option<Arc<CheckedPolicy>>,
 }
 
 /// The compiled, immutable set of policies in force.
 #[derive(Debug)]
 pub struct Snapshot {
     id: SnapshotId,
-    entries: HashMap<Scope, Arc<ScopeEntry>>,
-    trie: Node,
+    trie: Arc<Node>,
+    scope_count: usize,
+    policy_count: usize,
     config: Arc<EngineConfig>,
-    roots: HashSet<String>,
-    any_root: bool,
-    in_force: Vec<Arc<CheckedPolicy>>,
     next_change_at: Option<OffsetDateTime>,
     authorizer: Authorizer,
+    merged: Arc<MergedCache>,
 }
 
 /// Why a compile failed. Checked policies always compile; this guards the invariant.
@@ -149,14 +307,31 @@ pub struct CompileError {
     pub reason: String,
 }
 
+fn by_version(a: &Arc<CheckedPolicy>, b: &Arc<CheckedPolicy>) -> std::cmp::Ordering {
+    (&a.doc.name, &a.doc.version).cmp(&(&b.doc.name, &b.doc.version))
+}
+
+fn same_members(a: &[Arc<CheckedPolicy>], b: &[Arc<CheckedPolicy>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
 impl Snapshot {
     /// An empty snapshot: every namespace is unknown unless configured.
     pub fn empty(config: Arc<EngineConfig>) -> Self {
-        Self::assemble(SnapshotId(0), HashMap::new(), config, Vec::new(), None)
+        Self {
+            id: SnapshotId(0),
+            trie: Arc::default(),
+            scope_count: 0,
+            policy_count: 0,
+            config,
+            next_change_at: None,
+            authorizer: Authorizer::new(),
+            merged: Arc::default(),
+        }
     }
 
-    /// Compiles the policies in force. Entries of `previous` whose policies are the same
-    /// `Arc`s are reused as they are.
+    /// Compiles the policies in force from scratch. Entries of `previous` whose
+    /// policies are the same `Arc`s are reused as they are.
     pub fn compile(
         id: SnapshotId,
         in_force: Vec<Arc<CheckedPolicy>>,
@@ -164,75 +339,119 @@ impl Snapshot {
         config: Arc<EngineConfig>,
         previous: Option<&Snapshot>,
     ) -> Result<Self, CompileError> {
-        let mut groups: HashMap<&Scope, Vec<&Arc<CheckedPolicy>>> = HashMap::new();
+        let mut groups: HashMap<&Scope, Vec<Arc<CheckedPolicy>>> = HashMap::new();
         for p in &in_force {
-            groups.entry(&p.doc.namespace).or_default().push(p);
+            groups
+                .entry(&p.doc.namespace)
+                .or_default()
+                .push(Arc::clone(p));
         }
-        let mut entries = HashMap::with_capacity(groups.len());
+        let mut out = Self::empty(config);
+        out.id = id;
+        out.next_change_at = next_change_at;
+        out.policy_count = in_force.len();
         for (scope, mut members) in groups {
-            members
-                .sort_by(|a, b| (&a.doc.name, &a.doc.version).cmp(&(&b.doc.name, &b.doc.version)));
-            let reused = previous
-                .and_then(|prev| prev.entries.get(scope))
-                .filter(|e| {
-                    e.members.len() == members.len()
-                        && e.members
-                            .iter()
-                            .zip(&members)
-                            .all(|(a, b)| Arc::ptr_eq(a, b))
-                });
-            let entry = match reused {
-                Some(e) => Arc::clone(e),
-                None => Arc::new(build_entry(&members)?),
+            members.sort_by(by_version);
+            let prev = previous.and_then(|s| s.trie.entry_at(scope));
+            let entry = match prev {
+                Some(e) if same_members(&e.members, &members) => Arc::clone(e),
+                _ => Arc::new(build_entry(members, prev.map(|e| &**e))?),
             };
-            entries.insert(scope.clone(), entry);
+            let segments: Vec<Option<&str>> = scope.segments().rev().collect();
+            set_entry(&mut out.trie, &segments, Some(entry));
+            out.scope_count += 1;
         }
-        Ok(Self::assemble(
-            id,
-            entries,
-            config,
-            in_force,
-            next_change_at,
-        ))
+        Ok(out)
     }
 
-    fn assemble(
+    /// The snapshot after `changes`: only the scopes they touch are rebuilt, and only
+    /// the trie paths to those scopes are copied; everything else is shared with
+    /// `self`. Gives the same decisions as [`Snapshot::compile`] of the resulting set.
+    pub fn patch(
+        &self,
         id: SnapshotId,
-        entries: HashMap<Scope, Arc<ScopeEntry>>,
-        config: Arc<EngineConfig>,
-        in_force: Vec<Arc<CheckedPolicy>>,
+        changes: &[InForceChange],
         next_change_at: Option<OffsetDateTime>,
-    ) -> Self {
-        let mut trie = Node::default();
-        let mut roots = HashSet::new();
-        let mut any_root = false;
-        for (scope, entry) in &entries {
-            match scope.root() {
-                Some(r) => {
-                    roots.insert(r.to_owned());
-                }
-                None => any_root = true,
+    ) -> Result<Self, CompileError> {
+        // Per touched scope: the versions leaving it and the versions entering it.
+        type Touch = (Vec<Arc<CheckedPolicy>>, Vec<Arc<CheckedPolicy>>);
+        let mut touched: BTreeMap<&Scope, Touch> = BTreeMap::new();
+        for c in changes {
+            if let (Some(b), Some(a)) = (&c.before, &c.after)
+                && Arc::ptr_eq(b, a)
+            {
+                continue;
             }
-            let mut node = &mut trie;
-            for seg in scope.segments().rev() {
-                node = match seg {
-                    Some(s) => node.literal.entry(s.into()).or_default(),
-                    None => node.wildcard.get_or_insert_with(Default::default),
-                };
+            if let Some(b) = &c.before {
+                touched
+                    .entry(&b.doc.namespace)
+                    .or_default()
+                    .0
+                    .push(Arc::clone(b));
             }
-            node.entry = Some(Arc::clone(entry));
+            if let Some(a) = &c.after {
+                touched
+                    .entry(&a.doc.namespace)
+                    .or_default()
+                    .1
+                    .push(Arc::clone(a));
+            }
         }
-        Self {
+        let mut trie = Arc::clone(&self.trie);
+        let mut scope_count = self.scope_count;
+        let mut policy_count = self.policy_count;
+        let mut replaced = Vec::new();
+        for (scope, (leaving, entering)) in touched {
+            let current = self.trie.entry_at(scope);
+            let mut members: Vec<Arc<CheckedPolicy>> =
+                current.map(|e| e.members.clone()).unwrap_or_default();
+            for l in &leaving {
+                let at = members
+                    .iter()
+                    .position(|m| Arc::ptr_eq(m, l))
+                    .ok_or_else(|| CompileError {
+                        policy: l.version_ref().to_string(),
+                        reason: format!(
+                            "it leaves scope `{scope}` but is not in force there in the \
+                             previous snapshot"
+                        ),
+                    })?;
+                members.remove(at);
+            }
+            members.extend(entering);
+            members.sort_by(by_version);
+            policy_count = policy_count + members.len() - current.map_or(0, |e| e.members.len());
+            if let Some(e) = current
+                && same_members(&e.members, &members)
+            {
+                continue;
+            }
+            let entry = if members.is_empty() {
+                scope_count -= 1;
+                None
+            } else {
+                if current.is_none() {
+                    scope_count += 1;
+                }
+                Some(Arc::new(build_entry(members, current.map(|e| &**e))?))
+            };
+            let segments: Vec<Option<&str>> = scope.segments().rev().collect();
+            set_entry(&mut trie, &segments, entry);
+            if let Some(e) = current {
+                replaced.push(Arc::clone(e));
+            }
+        }
+        self.merged.prune(&replaced);
+        Ok(Self {
             id,
-            entries,
             trie,
-            config,
-            roots,
-            any_root,
-            in_force,
+            scope_count,
+            policy_count,
+            config: Arc::clone(&self.config),
             next_change_at,
             authorizer: Authorizer::new(),
-        }
+            merged: Arc::clone(&self.merged),
+        })
     }
 
     /// The snapshot's number.
@@ -240,9 +459,20 @@ impl Snapshot {
         self.id
     }
 
-    /// The policy versions in force.
-    pub fn in_force(&self) -> &[Arc<CheckedPolicy>] {
-        &self.in_force
+    /// The policy versions in force, collected from the index (by scope, then name and
+    /// version within a scope).
+    pub fn in_force(&self) -> Vec<Arc<CheckedPolicy>> {
+        let mut entries = Vec::new();
+        self.trie.entries(&mut entries);
+        entries
+            .into_iter()
+            .flat_map(|e| e.members.iter().cloned())
+            .collect()
+    }
+
+    /// How many policy versions are in force.
+    pub fn policy_count(&self) -> usize {
+        self.policy_count
     }
 
     /// When the set in force changes by itself (a validity window opens or closes).
@@ -257,13 +487,13 @@ impl Snapshot {
 
     /// Number of distinct scopes indexed.
     pub fn scope_count(&self) -> usize {
-        self.entries.len()
+        self.scope_count
     }
 
     /// Evaluates the policies that can apply to the request, deny-overrides across
-    /// every matching scope.
+    /// every matching scope, in one Cedar call.
     pub fn evaluate(&self, req: &ActionRequest) -> Result<Evaluation, EvalError> {
-        let mut matched: Vec<&ScopeEntry> = Vec::new();
+        let mut matched: Vec<&Arc<ScopeEntry>> = Vec::new();
         let segments: Vec<&str> = req.namespace.segments().rev().collect();
         collect(&self.trie, &segments, &mut matched);
 
@@ -271,8 +501,8 @@ impl Snapshot {
         let configured = self.config.namespace_defaults.get(root).copied();
         if matched.is_empty()
             && configured.is_none()
-            && !self.any_root
-            && !self.roots.contains(root)
+            && self.trie.wildcard.is_none()
+            && !self.trie.literal.contains_key(root)
         {
             return Err(EvalError::UnknownNamespace {
                 namespace: req.namespace.to_string(),
@@ -280,77 +510,112 @@ impl Snapshot {
             });
         }
 
-        let mut forbids = Vec::new();
-        let mut permits = Vec::new();
-        let mut advisories = Vec::new();
-        let mut errors = Vec::new();
-        let mut policies: Vec<Arc<str>> = Vec::new();
-        for entry in matched {
-            let sets = entry
-                .by_action
-                .get(req.action.as_str())
-                .unwrap_or(&entry.any);
-            if sets.enforce.is_empty() && sets.advisory.is_none() {
-                continue;
-            }
-            policies.extend(sets.policies.iter().cloned());
-            if !sets.enforce.is_empty() {
-                let resp = self
-                    .authorizer
-                    .is_authorized(&req.cedar, &sets.enforce, &req.entities);
-                let diag = resp.diagnostics();
-                for id in diag.reason() {
-                    if let Some(m) = entry.meta.get(id) {
-                        let hit = RuleHit {
-                            policy: Arc::clone(&m.policy),
-                            rule: m.rule.clone(),
-                            effect: m.effect,
-                        };
-                        if m.forbid {
-                            forbids.push(hit);
-                        } else {
-                            permits.push(hit);
-                        }
-                    }
+        let chosen: Vec<(&Arc<ScopeEntry>, &Sets)> = matched
+            .into_iter()
+            .map(|e| (e, e.by_action.get(req.action.as_str()).unwrap_or(&e.any)))
+            .filter(|(_, s)| !s.rules.is_empty())
+            .collect();
+        let merged;
+        let sets = match chosen.as_slice() {
+            [] => None,
+            [(_, s)] => Some(*s),
+            _ => match self.merged.get_or_build(&chosen) {
+                Ok(m) => {
+                    merged = m;
+                    Some(&merged.sets)
                 }
-                // Cedar skips a policy whose evaluation errors; report which and why.
-                errors.extend(diag.errors().map(|e| e.to_string()));
-            }
-            if let Some(adv) = &sets.advisory {
-                let resp = self
-                    .authorizer
-                    .is_authorized(&req.cedar, adv, &req.entities);
-                for id in resp.diagnostics().reason() {
-                    if let Some(m) = entry.meta.get(id) {
-                        advisories.push(RuleHit {
-                            policy: Arc::clone(&m.policy),
-                            rule: m.rule.clone(),
-                            effect: m.effect,
-                        });
-                    }
-                }
-                errors.extend(resp.diagnostics().errors().map(|e| e.to_string()));
-            }
-        }
-        policies.sort();
-        policies.dedup();
-        let verdict = if !forbids.is_empty() {
-            PolicyVerdict::Forbid(forbids)
-        } else if !permits.is_empty() {
-            PolicyVerdict::Permit(permits)
-        } else {
-            PolicyVerdict::Default(configured.unwrap_or(self.config.default_decision))
+                // Rules of different policies have different ids, so merging cannot
+                // fail; should it, evaluating scope by scope gives the same result.
+                Err(_) => return Ok(self.evaluate_each(req, &chosen, configured)),
+            },
         };
-        Ok(Evaluation {
-            verdict,
-            advisories,
-            errors,
-            policies,
-        })
+        let mut hits = Hits::default();
+        if let Some(sets) = sets {
+            hits.policies.extend(sets.policies.iter().cloned());
+            hits.add(&self.authorizer, req, &sets.rules, &chosen);
+        }
+        Ok(hits.finish(configured.unwrap_or(self.config.default_decision)))
+    }
+
+    /// One Cedar call per matching scope; the fallback of [`Snapshot::evaluate`].
+    fn evaluate_each(
+        &self,
+        req: &ActionRequest,
+        chosen: &[(&Arc<ScopeEntry>, &Sets)],
+        configured: Option<DefaultDecision>,
+    ) -> Evaluation {
+        let mut hits = Hits::default();
+        for (entry, sets) in chosen {
+            hits.policies.extend(sets.policies.iter().cloned());
+            hits.add(&self.authorizer, req, &sets.rules, &[(entry, sets)]);
+        }
+        hits.policies.sort();
+        hits.policies.dedup();
+        hits.finish(configured.unwrap_or(self.config.default_decision))
     }
 }
 
-fn collect<'a>(node: &'a Node, rest: &[&str], out: &mut Vec<&'a ScopeEntry>) {
+/// The satisfied rules of a request, sorted out by kind.
+#[derive(Debug, Default)]
+struct Hits {
+    forbids: Vec<RuleHit>,
+    permits: Vec<RuleHit>,
+    advisories: Vec<RuleHit>,
+    errors: Vec<String>,
+    policies: Vec<Arc<str>>,
+}
+
+impl Hits {
+    fn add(
+        &mut self,
+        authorizer: &Authorizer,
+        req: &ActionRequest,
+        rules: &PolicySet,
+        from: &[(&Arc<ScopeEntry>, &Sets)],
+    ) {
+        let resp = authorizer.is_authorized(&req.cedar, rules, &req.entities);
+        let diag = resp.diagnostics();
+        for id in diag.reason() {
+            let Some(m) = from.iter().find_map(|(e, _)| e.meta.get(id)) else {
+                continue;
+            };
+            let hit = RuleHit {
+                policy: Arc::clone(&m.policy),
+                rule: m.rule.clone(),
+                effect: m.effect,
+            };
+            match m.kind {
+                Kind::Forbid => self.forbids.push(hit),
+                Kind::Permit => self.permits.push(hit),
+                Kind::Advisory => self.advisories.push(hit),
+            }
+        }
+        // Cedar skips a policy whose evaluation errors; report which and why.
+        self.errors.extend(diag.errors().map(|e| e.to_string()));
+    }
+
+    fn finish(mut self, default: DefaultDecision) -> Evaluation {
+        // Cedar reports from a hash set; sorting makes reasons and warnings stable.
+        for hits in [&mut self.forbids, &mut self.permits, &mut self.advisories] {
+            hits.sort_by(|a, b| (&a.policy, &a.rule).cmp(&(&b.policy, &b.rule)));
+        }
+        let verdict = if !self.forbids.is_empty() {
+            PolicyVerdict::Forbid(self.forbids)
+        } else if !self.permits.is_empty() {
+            PolicyVerdict::Permit(self.permits)
+        } else {
+            PolicyVerdict::Default(default)
+        };
+        Evaluation {
+            verdict,
+            advisories: self.advisories,
+            errors: self.errors,
+            policies: self.policies,
+        }
+    }
+}
+
+fn collect<'a>(node: &'a Node, rest: &[&str], out: &mut Vec<&'a Arc<ScopeEntry>>) {
     match rest.split_first() {
         None => {
             if let Some(e) = &node.entry {
@@ -384,22 +649,45 @@ fn action_keys(rule: &CedarRule) -> Option<Vec<String>> {
     }
 }
 
-fn build_entry(members: &[&Arc<CheckedPolicy>]) -> Result<ScopeEntry, CompileError> {
+/// Builds the entry of one scope from its members, sorted by (name, version). The
+/// rewrites of members that were already in `previous` are reused.
+fn build_entry(
+    members: Vec<Arc<CheckedPolicy>>,
+    previous: Option<&ScopeEntry>,
+) -> Result<ScopeEntry, CompileError> {
     let mut meta = HashMap::new();
-    // (rule, policy label, advisory form) for any-action and per-action rules.
-    let mut any: Vec<(cedar_policy::Policy, bool, Arc<str>)> = Vec::new();
-    let mut specific: HashMap<String, Vec<(cedar_policy::Policy, bool, Arc<str>)>> = HashMap::new();
-    for p in members {
+    let mut rewritten = Vec::with_capacity(members.len());
+    // (rule as evaluated, policy label) for any-action and per-action rules.
+    let mut any: Vec<(&cedar_policy::Policy, &Arc<str>)> = Vec::new();
+    let mut specific: HashMap<String, Vec<(&cedar_policy::Policy, &Arc<str>)>> = HashMap::new();
+    let mut labels = Vec::with_capacity(members.len());
+    for p in &members {
         let label: Arc<str> = Arc::from(p.version_ref().to_string());
+        let reused = previous.and_then(|prev| {
+            let i = prev.members.iter().position(|m| Arc::ptr_eq(m, p))?;
+            prev.rewritten.get(i).cloned()
+        });
+        let rules = match reused {
+            Some(r) => r,
+            None => p
+                .cedar
+                .iter()
+                .map(|rule| match rule.policy.effect() {
+                    Effect::Permit => Ok(rule.policy.clone()),
+                    Effect::Forbid => as_permit(&rule.policy).map_err(|reason| CompileError {
+                        policy: label.to_string(),
+                        reason,
+                    }),
+                })
+                .collect::<Result<Arc<[_]>, _>>()?,
+        };
         for rule in &p.cedar {
-            let advisory = rule.is_advisory();
-            let policy = if advisory {
-                as_permit(&rule.policy).map_err(|reason| CompileError {
-                    policy: label.to_string(),
-                    reason,
-                })?
+            let kind = if rule.is_advisory() {
+                Kind::Advisory
+            } else if rule.policy.effect() == Effect::Forbid {
+                Kind::Forbid
             } else {
-                rule.policy.clone()
+                Kind::Permit
             };
             meta.insert(
                 rule.policy.id().clone(),
@@ -407,51 +695,51 @@ fn build_entry(members: &[&Arc<CheckedPolicy>]) -> Result<ScopeEntry, CompileErr
                     policy: Arc::clone(&label),
                     rule: rule.rule.clone(),
                     effect: rule.effect,
-                    forbid: rule.policy.effect() == Effect::Forbid,
+                    kind,
                 },
             );
-            let item = (policy, advisory, Arc::clone(&label));
+        }
+        rewritten.push(rules);
+        labels.push(label);
+    }
+    for ((p, rules), label) in members.iter().zip(&rewritten).zip(&labels) {
+        for (rule, policy) in p.cedar.iter().zip(rules.iter()) {
             match action_keys(rule) {
-                None => any.push(item),
+                None => any.push((policy, label)),
                 Some(keys) => {
                     for k in keys {
-                        specific.entry(k).or_default().push(item.clone());
+                        specific.entry(k).or_default().push((policy, label));
                     }
                 }
             }
         }
     }
-    let build = |items: &mut dyn Iterator<Item = &(cedar_policy::Policy, bool, Arc<str>)>| {
+    let build = |items: &mut dyn Iterator<Item = &(&cedar_policy::Policy, &Arc<str>)>| {
         let mut sets = Sets::default();
-        let mut advisory = PolicySet::new();
-        for (policy, is_advisory, label) in items {
-            let target = if *is_advisory {
-                &mut advisory
-            } else {
-                &mut sets.enforce
-            };
-            target.add(policy.clone()).map_err(|e| CompileError {
-                policy: label.to_string(),
-                reason: e.to_string(),
-            })?;
+        for (policy, label) in items {
+            sets.rules
+                .add((*policy).clone())
+                .map_err(|e| CompileError {
+                    policy: label.to_string(),
+                    reason: e.to_string(),
+                })?;
             sets.policies.push(Arc::clone(label));
         }
         sets.policies.sort();
         sets.policies.dedup();
-        if !advisory.is_empty() {
-            sets.advisory = Some(advisory);
-        }
         Ok::<_, CompileError>(sets)
     };
     let by_action = specific
         .iter()
         .map(|(k, items)| Ok((k.clone(), build(&mut any.iter().chain(items.iter()))?)))
         .collect::<Result<HashMap<_, _>, CompileError>>()?;
+    let any = build(&mut any.iter())?;
     Ok(ScopeEntry {
-        members: members.iter().map(|p| Arc::clone(p)).collect(),
-        any: build(&mut any.iter())?,
+        rewritten,
+        any,
         by_action,
         meta,
+        members,
     })
 }
 

@@ -1625,4 +1625,134 @@ mod model {
             }
         }
     }
+
+    /// One step of a policy history: a name's active set changes, or time passes.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Slot, and what becomes active: 0 nothing, 1 the first version, 2 the
+        /// second, 3 the first standing and the third in its window, 4 the third alone.
+        Set(usize, u8),
+        /// Hours that pass.
+        Wait(u8),
+    }
+
+    fn step(slots: usize) -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..slots, 0..5u8).prop_map(|(i, c)| Step::Set(i, c)),
+            1 => (0..4u8).prop_map(Step::Wait),
+        ]
+    }
+
+    fn start() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_767_225_600)
+            .unwrap_or_else(|e| panic!("start instant: {e}"))
+    }
+
+    fn hours(h: i64) -> OffsetDateTime {
+        start() + time::Duration::hours(h)
+    }
+
+    /// A version in force during `[from, until)` hours after the start.
+    fn scheduled(i: usize, p: &GenPolicy, from: i64, until: i64) -> Arc<CheckedPolicy> {
+        let cedar: Vec<String> = p.rules.iter().map(GenRule::cedar).collect();
+        let ids: Vec<String> = (0..p.rules.len()).map(|r| format!("r{r}")).collect();
+        let rules: Vec<(&str, &str)> = ids
+            .iter()
+            .map(String::as_str)
+            .zip(cedar.iter().map(String::as_str))
+            .collect();
+        let rfc = |t: OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("format {t}: {e}"))
+        };
+        let mut text = document(&format!("p{i}"), "3.0.0", &p.scope.join("."), &rules);
+        text.push_str(&format!(
+            "validity:\n  from: \"{}\"\n  until: \"{}\"\n",
+            rfc(hours(from)),
+            rfc(hours(until))
+        ));
+        match check_document("t.yaml", &text, None) {
+            Ok(p) => Arc::new(p),
+            Err(findings) => panic!("scheduled fixture does not check: {findings:#?}\n{text}"),
+        }
+    }
+
+    fn refs(policies: &[Arc<CheckedPolicy>]) -> Vec<String> {
+        let mut out: Vec<String> = policies
+            .iter()
+            .map(|p| p.version_ref().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    proptest! {
+        #![proptest_config(fast())]
+
+        /// The node's path: the catalog reports what changed in force and the snapshot
+        /// is patched with it, step after step. After every step the patched snapshot
+        /// must equal a fresh compile of the catalog's whole set in force.
+        #[test]
+        fn patched_snapshots_agree_with_fresh_compiles(
+            pool in proptest::collection::vec(
+                (gen_policy(), gen_policy(), gen_policy(), 0..8i64, 1..6i64),
+                1..6,
+            ),
+            steps in proptest::collection::vec(step(6), 1..16),
+            requests in proptest::collection::vec(gen_request(), 1..8),
+        ) {
+            let versions: Vec<[Arc<CheckedPolicy>; 3]> = pool
+                .iter()
+                .enumerate()
+                .map(|(i, (v1, v2, v3, from, len))| {
+                    [
+                        check_generated(i, "1.0.0", v1),
+                        check_generated(i, "2.0.0", v2),
+                        scheduled(i, v3, *from, from + len),
+                    ]
+                })
+                .collect();
+            let config = config(true);
+            let mut catalog = dynscale_core::catalog::Catalog::new();
+            let mut now = start();
+            let (first, next) = catalog.take_in_force_changes(now);
+            prop_assert!(first.is_empty());
+            let mut patched = Snapshot::compile(SnapshotId(0), Vec::new(), next, Arc::clone(&config), None)
+                .unwrap_or_else(|e| panic!("empty compile: {e}"));
+            for (n, s) in steps.iter().enumerate() {
+                match s {
+                    Step::Set(i, choice) => {
+                        let Some([v1, v2, v3]) = versions.get(*i) else { continue };
+                        let active = match choice {
+                            1 => vec![Arc::clone(v1)],
+                            2 => vec![Arc::clone(v2)],
+                            3 => vec![Arc::clone(v1), Arc::clone(v3)],
+                            4 => vec![Arc::clone(v3)],
+                            _ => Vec::new(),
+                        };
+                        catalog.set_active(&v1.doc.name, active);
+                    }
+                    Step::Wait(h) => now += time::Duration::hours(i64::from(*h)),
+                }
+                let (changes, next) = catalog.take_in_force_changes(now);
+                patched = patched
+                    .patch(SnapshotId(n as u64 + 1), &changes, next)
+                    .unwrap_or_else(|e| panic!("step {n} ({s:?}): patch failed: {e}"));
+                let (in_force, want_next) = catalog.in_force(now);
+                let fresh = compile(&in_force, &config, None);
+                prop_assert_eq!(refs(&patched.in_force()), refs(&in_force), "step {} {:?}", n, s);
+                prop_assert_eq!(patched.next_change_at(), want_next, "step {} {:?}", n, s);
+                prop_assert_eq!(patched.policy_count(), in_force.len(), "step {}", n);
+                prop_assert_eq!(patched.scope_count(), fresh.scope_count(), "step {}", n);
+                for r in &requests {
+                    let req = build_request(r);
+                    prop_assert_eq!(
+                        normalize(&patched.evaluate(&req)),
+                        normalize(&fresh.evaluate(&req)),
+                        "step {} {:?}, request {:?}", n, s, r
+                    );
+                }
+            }
+        }
+    }
 }

@@ -229,7 +229,7 @@ pub async fn serve_on(
         address = %local,
         data_dir = %node.config.data_dir.display(),
         snapshot = node.published.snapshot.load().id().0,
-        policies = node.published.snapshot.load().in_force().len(),
+        policies = node.published.snapshot.load().policy_count(),
         "dynscale node ready"
     );
     let served = axum::serve(listener, node.router())

@@ -214,7 +214,10 @@ impl Owner {
             .collect();
         let engine = Arc::new(engine);
         let snapshot_id = SnapshotId(state.last_policy_event);
-        let (in_force, next) = catalog.in_force(OffsetDateTime::now_utc());
+        // The first report of the catalog names every version in force; later ones
+        // name only what changed, which `recompile` patches into the snapshot.
+        let (changes, next) = catalog.take_in_force_changes(OffsetDateTime::now_utc());
+        let in_force = changes.into_iter().filter_map(|c| c.after).collect();
         let snapshot = Snapshot::compile(snapshot_id, in_force, next, Arc::clone(&engine), None)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let published = Arc::new(Published {
@@ -492,17 +495,29 @@ impl Owner {
         Ok(self.activated(plan))
     }
 
+    /// Publishes a snapshot patched with what changed in force since the last one:
+    /// the pushed name, and names whose validity window opened or closed.
     fn recompile(&mut self) -> Result<(), ApiError> {
-        let (in_force, next) = self.catalog.in_force(OffsetDateTime::now_utc());
-        let previous = self.published.snapshot.load_full();
-        let snapshot = Snapshot::compile(
-            self.snapshot_id,
-            in_force,
-            next,
-            Arc::clone(&self.engine),
-            Some(&previous),
-        )
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        let (changes, next) = self.catalog.take_in_force_changes(now);
+        let previous = self.published.snapshot.load();
+        let snapshot = match previous.patch(self.snapshot_id, &changes, next) {
+            Ok(s) => s,
+            // A patch fails only if the snapshot and the catalog disagree about what
+            // was in force; compiling the catalog's whole set puts them back in step.
+            Err(e) => {
+                tracing::error!(error = %e, "patching the snapshot; compiling it whole");
+                let (in_force, next) = self.catalog.in_force(now);
+                Snapshot::compile(
+                    self.snapshot_id,
+                    in_force,
+                    next,
+                    Arc::clone(&self.engine),
+                    Some(&previous),
+                )
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+            }
+        };
         self.published.snapshot.store(Arc::new(snapshot));
         Ok(())
     }

@@ -40,7 +40,7 @@ fn report(node: &Node, status: &'static str) -> Health {
     Health {
         status,
         snapshot: snapshot.id().0,
-        policies: snapshot.in_force().len(),
+        policies: snapshot.policy_count(),
         audit: AuditHealth {
             size: log.size(),
             queue_depth: log.queue_depth(),
