@@ -1,5 +1,6 @@
 //! dynscale-core: the pure domain of dynscale. Policy documents and their validation,
-//! the compiled snapshot and decision evaluation, fleet entities and control state.
+//! the compiled snapshot and decision evaluation, fleet entities and control state,
+//! and the rollout state machine with its statistics.
 //!
 //! This crate does no IO: no files, no sockets, no clock, no randomness. Time and
 //! identifiers are passed in by the caller.
@@ -17,4 +18,5 @@ pub mod namespace;
 pub mod policy;
 pub mod quota;
 pub mod request;
+pub mod rollout;
 pub mod snapshot;
