@@ -64,6 +64,10 @@ pub struct Activation {
     pub step_duration: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_samples: Option<u64>,
+    /// Blue-green: how long the previous version stays warm (and the new one is
+    /// watched) after the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_warm: Option<HumanDuration>,
 }
 
 impl Default for Activation {
@@ -73,6 +77,7 @@ impl Default for Activation {
             steps: None,
             step_duration: None,
             min_samples: None,
+            keep_warm: None,
         }
     }
 }
@@ -350,6 +355,33 @@ mod tests {
         );
         assert!("5".parse::<HumanDuration>().is_err());
         assert!("m".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn activation_fields_parse_strictly() {
+        let a: Activation = serde_yaml::from_str(
+            "{ strategy: canary, steps: [5, 25, 50, 100], stepDuration: 5m, minSamples: 1000 }",
+        )
+        .unwrap();
+        assert_eq!(a.strategy, Strategy::Canary);
+        assert_eq!(a.steps, Some(vec![5, 25, 50, 100]));
+        assert_eq!(
+            a.step_duration,
+            Some(HumanDuration(Duration::from_secs(300)))
+        );
+        assert_eq!(a.min_samples, Some(1000));
+        let b: Activation =
+            serde_yaml::from_str("{ strategy: blue-green, keepWarm: 10m, minSamples: 500 }")
+                .unwrap();
+        assert_eq!(b.keep_warm, Some(HumanDuration(Duration::from_secs(600))));
+        let err = serde_yaml::from_str::<Activation>("{ strategy: blue-green, keepwarm: 10m }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `keepwarm`"), "{err}");
+        assert!(
+            serde_yaml::from_str::<Activation>("{ strategy: canary, stepDuration: 5 }").is_err()
+        );
+        assert!(serde_yaml::from_str::<Activation>("{ strategy: linear }").is_err());
     }
 
     #[test]

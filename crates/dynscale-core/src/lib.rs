@@ -1,6 +1,7 @@
 //! dynscale-core: the pure domain of dynscale. Policy documents and their validation,
 //! the compiled snapshot and decision evaluation, fleet entities and control state,
-//! quotas, and scale monitoring and alerting.
+//! quotas, scale monitoring and alerting, and the rollout state machine with its
+//! statistics.
 //!
 //! This crate does no IO: no files, no sockets, no clock, no randomness. Time and
 //! identifiers are passed in by the caller.
@@ -19,4 +20,5 @@ pub mod policy;
 pub mod quota;
 pub mod request;
 pub mod scale;
+pub mod rollout;
 pub mod snapshot;

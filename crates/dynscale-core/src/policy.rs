@@ -493,19 +493,13 @@ fn check_fields(doc: &PolicyDocument, text: &str, findings: &mut Vec<Diagnostic>
             }
         }
     }
-    if let Some(steps) = &doc.activation.steps {
-        let increasing = steps.windows(2).all(|w| w[0] < w[1]);
-        let in_range = steps.iter().all(|s| (1..=100).contains(s));
-        if steps.is_empty() || !increasing || !in_range {
+    if let Err(errors) = crate::rollout::Plan::from_activation(&doc.activation) {
+        for e in errors {
+            let key = e.field();
             push(
-                Diagnostic::new(
-                    DiagnosticCode::Schema,
-                    format!(
-                        "steps {steps:?} must be strictly increasing percentages between 1 and 100"
-                    ),
-                )
-                .field("activation.steps"),
-                "steps",
+                Diagnostic::new(DiagnosticCode::Schema, e.to_string())
+                    .field(format!("activation.{key}")),
+                key,
             );
         }
     }
