@@ -7,6 +7,7 @@
 pub mod audit_bundle;
 pub mod audit_entry;
 pub mod catalog;
+pub mod certify;
 pub mod controls;
 pub mod decision;
 pub mod diagnostic;
