@@ -9,6 +9,7 @@
 pub mod audit_bundle;
 pub mod audit_entry;
 pub mod catalog;
+pub mod certify;
 pub mod controls;
 pub mod decision;
 pub mod diagnostic;
@@ -19,6 +20,6 @@ pub mod namespace;
 pub mod policy;
 pub mod quota;
 pub mod request;
-pub mod scale;
 pub mod rollout;
+pub mod scale;
 pub mod snapshot;

@@ -97,7 +97,7 @@ impl Quotas {
         {
             return Arc::clone(&cached.1);
         }
-        let rules = Arc::new(QuotaRules::build(snapshot.in_force()));
+        let rules = Arc::new(QuotaRules::build(&snapshot.in_force()));
         self.rules
             .store(Some(Arc::new((snapshot.id(), Arc::clone(&rules)))));
         rules

@@ -3,11 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+use crate::load::units::{parse_duration, parse_rate, parse_share};
 
 const EXAMPLES: &str = "\
 Example session:
@@ -78,7 +81,68 @@ pub enum Command {
     /// Read the verifiable audit log, get proofs, and verify logs and proofs offline.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Drive a node with open-loop load (a constant arrival rate) and report
+    /// throughput, latency percentiles and outcomes; SLO flags set the exit code.
+    #[command(after_help = LOADGEN_HELP)]
+    Loadgen(LoadgenArgs),
+    /// Measure this node's limit: rising open-loop load until p99 latency or errors
+    /// break the objective; writes a scale report (JSON and Markdown) and records it
+    /// on the node.
+    #[command(after_help = CERTIFY_HELP)]
+    Certify(CertifyArgs),
 }
+
+const LOADGEN_HELP: &str = "\
+How it sends: requests are due at a constant rate (--rps) from the start, whatever the
+node does (open loop). --connections workers, each with one keep-alive HTTP/1.1
+connection, send the next due request; latency is measured from when a request was
+due, so a node that falls behind shows it as latency instead of slowing the generator.
+With --batch N each request carries N decisions to /v1/decide/batch and --rps still
+counts decisions. Requests still due --duration after the start may go out for a grace
+period (a tenth of the duration, at least 2s); what is left then counts as unsent.
+
+The mix: weighted request templates, YAML or JSON (--mix FILE). Without --mix, a
+built-in mix for the policies in examples/policies (push them first); print it with
+--print-mix and edit it:
+
+  templates:
+    - name: treasury-transfer   # a label for reports
+      weight: 80                # relative weight
+      action: transfer          # Action::\"transfer\"
+      namespace: payment.transfer.finance.usa.acme
+      pack: treasury            # optional: a fixed pack (else pack-<n % --packs>)
+      agent_prefix: treasury-agent  # optional: agent ids are <prefix>-<n>
+      agents: 20                # optional: distinct agents (default --agents)
+      subject: { credit_score: 700 }           # optional agent attributes
+      resource: { type: Account, id: acct-9, properties: {} }   # optional
+      context: { amount: 250 }  # optional; namespace is added
+
+Output: a progress bar on a terminal (none when stdout is not one), then the summary:
+achieved rate, p50/p95/p99/p99.9/max latency, outcome counts and error rate (--json
+prints it as JSON). --output FILE writes one CSV row per second of the schedule:
+second,sent,answered,errors,<one column per outcome>,p50_us,p99_us.
+
+Exit codes: 0 when every gate given (--slo-p99, --max-error-rate) is met; 1 when one is
+not (each unmet gate is named on stderr) or the run could not start.
+
+Example:
+  dynscale loadgen --url http://127.0.0.1:8470 --agents 1000 --packs 50 \\
+    --rps 5000 --duration 60s --output run.csv --slo-p99 200ms --max-error-rate 0.1%";
+
+const CERTIFY_HELP: &str = "\
+Steps: open-loop load (the loadgen engine and mix) starting at --start-rps and doubling
+while steps meet the objective; after the first failing step, steps bisect between the
+best passing and the lowest failing rate until they are within 10 %. --duration is
+split evenly over at most --steps steps. A step passes when p99 <= --slo-p99, the error
+rate <= --max-error-rate and at least 90 % of the offered rate was answered.
+
+Output: scale-report.json and scale-report.md in --output-dir (steps, the limit, the
+machine: cores, memory, date), then PUT /v1/scale/limits on the node with the JSON
+report. A node without that endpoint gets a warning; the files are still written.
+Exit codes: 0 when a limit was found, 1 when no step met the objective or on error.
+
+Example:
+  dynscale certify --url http://127.0.0.1:8470 --duration 30s --slo-p99 200ms";
 
 /// `dynscale audit ...`.
 #[derive(Debug, Subcommand)]
@@ -538,6 +602,91 @@ pub struct EventsArgs {
     pub limit: Option<u32>,
     #[command(flatten)]
     pub remote: Remote,
+}
+
+/// The workload flags shared by `loadgen` and `certify`.
+#[derive(Debug, Clone, Args)]
+pub struct Workload {
+    /// Distinct agents sending requests (templates may narrow it with `agents`).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub agents: u32,
+    /// Packs the agents are spread over (`pack-0` ...), for templates without a pack.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub packs: u32,
+    /// The request mix, YAML or JSON [default: the built-in mix, see --print-mix].
+    #[arg(long, value_name = "FILE")]
+    pub mix: Option<PathBuf>,
+    /// Decisions per request; above 1 uses POST /v1/decide/batch.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Keep-alive connections (one in-flight request each).
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// How long one request may take before it counts as an error.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Seeds the choice of template and agent for each request (same seed, same requests).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale loadgen`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadgenArgs {
+    /// Decisions per second offered, whatever the node answers (open loop).
+    #[arg(long, value_name = "RATE", default_value = "1000", value_parser = parse_rate)]
+    pub rps: f64,
+    /// How long requests are due for, e.g. 60s or 5m.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Write one CSV row per second here.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Gate: fail (exit 1) when p99 latency is above this, e.g. 200ms.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub slo_p99: Option<Duration>,
+    /// Gate: fail (exit 1) when the share of failed or unsent decisions is above
+    /// this, e.g. 0.1% or 0.001.
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    pub max_error_rate: Option<f64>,
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the built-in request mix (YAML) and exit.
+    #[arg(long)]
+    pub print_mix: bool,
+    #[command(flatten)]
+    pub workload: Workload,
+}
+
+/// `dynscale certify`.
+#[derive(Debug, Clone, Args)]
+pub struct CertifyArgs {
+    /// Total time of all steps.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// At most this many steps (the duration is split evenly).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub steps: u32,
+    /// The p99 latency objective.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub slo_p99: Duration,
+    /// The error-rate objective.
+    #[arg(long, value_name = "SHARE", default_value = "0.1%", value_parser = parse_share)]
+    pub max_error_rate: f64,
+    /// The first step's rate, decisions per second.
+    #[arg(long, value_name = "RATE", default_value = "500", value_parser = parse_rate)]
+    pub start_rps: f64,
+    /// No step offers more than this, decisions per second.
+    #[arg(long, value_name = "RATE", default_value = "1000000", value_parser = parse_rate)]
+    pub max_rps: f64,
+    /// Where scale-report.json and scale-report.md go.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub output_dir: PathBuf,
+    #[command(flatten)]
+    pub workload: Workload,
 }
 
 #[cfg(test)]

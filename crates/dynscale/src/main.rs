@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod commands;
 mod config;
+mod load;
 mod table;
 
 use std::io::IsTerminal;
@@ -59,5 +60,7 @@ fn dispatch(command: &Command) -> Result<Exit> {
         Command::Kill(args) => commands::kill::run(args),
         Command::Events(args) => commands::events::run(args),
         Command::Audit(command) => commands::audit::run(command),
+        Command::Loadgen(args) => commands::loadgen::run(args),
+        Command::Certify(args) => commands::certify::run(args),
     }
 }

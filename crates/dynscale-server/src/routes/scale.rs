@@ -31,9 +31,8 @@ pub async fn metrics(State(node): State<Node>) -> Response {
     let quotas = node.quotas.stats();
     m.quota_keys.set(to_i64(quotas.quota_keys as u64));
     m.leases_live.set(to_i64(quotas.live_leases as u64));
-    m.policies_active.set(to_i64(
-        node.published.snapshot.load().in_force().len() as u64
-    ));
+    m.policies_active
+        .set(to_i64(node.published.snapshot.load().policy_count() as u64));
     let mut resp = m.encode().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -3,10 +3,12 @@
 
 pub mod agent;
 pub mod audit;
+pub mod certify;
 pub mod decide;
 pub mod escalation;
 pub mod events;
 pub mod kill;
+pub mod loadgen;
 pub mod policy;
 pub mod serve;
 
