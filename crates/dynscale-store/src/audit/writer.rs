@@ -53,7 +53,7 @@ const MAX_GROUP_ENTRIES: usize = 16_384;
 /// Most bytes one group commit takes from the queue.
 const MAX_GROUP_BYTES: u64 = 8 << 20;
 /// Bytes of derived data each entry will add (a 32-byte leaf hash in a tile, about 0.2
-/// byte of higher tiles, a 24-byte key index record), reserved under the byte cap
+/// byte of higher tiles, a 20-byte key index record), reserved under the byte cap
 /// together with its frame so the cap holds for the whole directory.
 const DERIVED_BYTES_PER_ENTRY: u64 = 64;
 /// Reserved under the byte cap for the next checkpoint: two copies of the note and the
@@ -502,7 +502,7 @@ impl Writer {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .hashes_in_memory();
-        hashes * HASH_SIZE as u64 + (self.next - self.active_first) * 24 + CHECKPOINT_RESERVE
+        hashes * HASH_SIZE as u64 + (self.next - self.active_first) * 20 + CHECKPOINT_RESERVE
     }
 
     /// Writes the frames of `chunk` (requests whose frames are in `buf`) with one call,
