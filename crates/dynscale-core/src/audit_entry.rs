@@ -3,10 +3,20 @@
 //! the privacy transform that hashes or drops configured context fields before an
 //! entry is written.
 //!
-//! Layout: `kind: u8 ‖ id: [u8; 16] ‖ at: varint (unix microseconds) ‖ body`. Kind 1
-//! is a decision, kind 2 an event. Strings are `varint length ‖ UTF-8`, lists are
-//! `varint count ‖ items`. A new layout gets a new kind, so old entries stay readable
-//! and their leaf hashes never change.
+//! Layout: `kind: u8 ‖ id: [u8; 16] ‖ at ‖ body`. Strings are `varint length ‖ UTF-8`,
+//! lists are `varint count ‖ items`. A new layout gets a new kind, so old entries stay
+//! readable and their leaf hashes never change:
+//!
+//! - kind 1, a decision (first layout, still decoded): `at` is a varint of unix
+//!   microseconds; every field is text, the context a JSON string.
+//! - kind 2, an event: `at` as in kind 1, then kind, subject and detail (JSON text).
+//! - kind 3, a decision (written now), see [`encode_decision`]: `at` is a zigzag varint
+//!   of microseconds relative to the UUIDv7 millisecond timestamp in the id, reasons and
+//!   warnings name their policy by its position in `policies`, versions are varints,
+//!   the context is binary JSON. Nothing refers outside the entry, so one entry (as in
+//!   a proof bundle) still renders the whole decision.
+//!
+//! An unknown kind byte is refused with [`DecodeError::UnknownKind`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -21,6 +31,17 @@ use crate::namespace::{Namespace, Scope};
 pub const KIND_DECISION: u8 = 1;
 /// Entry kind byte of an event.
 pub const KIND_EVENT: u8 = 2;
+/// Entry kind byte of a decision in the compact layout (the one written).
+pub const KIND_DECISION_COMPACT: u8 = 3;
+
+/// Flag bits of a kind 3 decision, after the outcome in bits 0..3.
+const FLAG_PACK: u8 = 0x08;
+const FLAG_WARNINGS: u8 = 0x10;
+const FLAG_ESCALATION: u8 = 0x20;
+const FLAG_CONTEXT: u8 = 0x40;
+const OUTCOME_MASK: u8 = 0x07;
+/// Deepest nesting of a binary JSON value that decodes (serde_json's own limit is 128).
+const MAX_DEPTH: usize = 64;
 
 /// One decision as the log records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,34 +97,7 @@ impl AuditEntry {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(160);
         match self {
-            AuditEntry::Decision(d) => {
-                w.push(KIND_DECISION);
-                w.extend_from_slice(d.decision_id.as_bytes());
-                put_time(&mut w, d.at);
-                w.push(outcome_byte(d.outcome));
-                put_varint(&mut w, d.snapshot);
-                put_str(&mut w, &d.agent);
-                put_str(&mut w, d.pack.as_deref().unwrap_or(""));
-                put_str(&mut w, &d.action);
-                put_str(&mut w, &d.resource);
-                put_str(&mut w, &d.namespace);
-                put_list(&mut w, &d.policies);
-                put_list(&mut w, &d.reasons);
-                put_list(&mut w, &d.warnings);
-                let ctx = if d.context.is_empty() {
-                    String::new()
-                } else {
-                    Value::Object(d.context.clone()).to_string()
-                };
-                put_str(&mut w, &ctx);
-                match d.escalation_id {
-                    Some(id) => {
-                        w.push(1);
-                        w.extend_from_slice(id.as_bytes());
-                    }
-                    None => w.push(0),
-                }
-            }
+            AuditEntry::Decision(d) => encode_decision(&mut w, d),
             AuditEntry::Event(e) => {
                 w.push(KIND_EVENT);
                 w.extend_from_slice(e.event_id.as_bytes());
@@ -121,6 +115,16 @@ impl AuditEntry {
         let mut r = Reader { bytes, pos: 0 };
         let kind = r.byte()?;
         let id = Uuid::from_bytes(r.array::<16>()?);
+        if kind == KIND_DECISION_COMPACT {
+            let record = decode_decision(&mut r, id)?;
+            if r.pos != bytes.len() {
+                return Err(DecodeError::Trailing { offset: r.pos });
+            }
+            return Ok(AuditEntry::Decision(record));
+        }
+        if kind != KIND_DECISION && kind != KIND_EVENT {
+            return Err(DecodeError::UnknownKind(kind));
+        }
         let at = r.time()?;
         let entry = match kind {
             KIND_DECISION => {
@@ -218,6 +222,328 @@ pub enum DecodeError {
     Trailing { offset: usize },
 }
 
+/// Appends a decision in the compact layout (kind 3):
+///
+/// ```text
+/// 3 ‖ id[16] ‖ at: zigzag varint, µs − (UUIDv7 ms of id, else 0) × 1000
+/// ‖ flags: u8, outcome in bits 0..3, then pack 0x08, warnings 0x10, escalation 0x20,
+///   context 0x40
+/// ‖ snapshot: varint ‖ [pack: str] ‖ agent: varint bytes shared with the pack's
+///   start, then the rest as str ‖ action: str ‖ resource: str ‖ namespace: str
+/// ‖ policies: count, each name: str ‖ version (see `put_version`)
+/// ‖ reasons: count, each rule (see `put_rule`) ‖ [warnings: count, each rule]
+/// ‖ [context: count, each key: str ‖ value (binary JSON, see `put_value`)]
+/// ‖ [escalation id: 16 bytes]
+/// ```
+pub fn encode_decision(w: &mut Vec<u8>, d: &DecisionRecord) {
+    w.push(KIND_DECISION_COMPACT);
+    w.extend_from_slice(d.decision_id.as_bytes());
+    put_zigzag(w, micros(d.at) - time_base(&d.decision_id));
+    let pack = d.pack.as_deref().unwrap_or("");
+    let mut flags = outcome_byte(d.outcome);
+    if !pack.is_empty() {
+        flags |= FLAG_PACK;
+    }
+    if !d.warnings.is_empty() {
+        flags |= FLAG_WARNINGS;
+    }
+    if d.escalation_id.is_some() {
+        flags |= FLAG_ESCALATION;
+    }
+    if !d.context.is_empty() {
+        flags |= FLAG_CONTEXT;
+    }
+    w.push(flags);
+    put_varint(w, d.snapshot);
+    if !pack.is_empty() {
+        put_str(w, pack);
+    }
+    let shared = common_prefix(pack, &d.agent);
+    put_varint(w, shared as u64);
+    put_str(w, &d.agent[shared..]);
+    put_str(w, &d.action);
+    put_str(w, &d.resource);
+    put_str(w, &d.namespace);
+    put_varint(w, d.policies.len() as u64);
+    for policy in &d.policies {
+        match policy.rsplit_once('@') {
+            Some((name, version)) => {
+                put_str(w, name);
+                put_version(w, version);
+            }
+            None => {
+                put_str(w, policy);
+                w.push(0);
+            }
+        }
+    }
+    put_rules(w, &d.reasons, &d.policies);
+    if !d.warnings.is_empty() {
+        put_rules(w, &d.warnings, &d.policies);
+    }
+    if !d.context.is_empty() {
+        put_object(w, &d.context);
+    }
+    if let Some(id) = d.escalation_id {
+        w.extend_from_slice(id.as_bytes());
+    }
+}
+
+fn decode_decision(r: &mut Reader<'_>, decision_id: Uuid) -> Result<DecisionRecord, DecodeError> {
+    let at_pos = r.pos;
+    let at = r
+        .zigzag()?
+        .checked_add(time_base(&decision_id))
+        .filter(|micros| *micros >= 0)
+        .and_then(|micros| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()
+        })
+        .ok_or(DecodeError::Invalid {
+            offset: at_pos,
+            what: "timestamp",
+        })?;
+    let flags_pos = r.pos;
+    let flags = r.byte()?;
+    let outcome = outcome_from(flags & OUTCOME_MASK)
+        .filter(|_| flags & 0x80 == 0)
+        .ok_or(DecodeError::Invalid {
+            offset: flags_pos,
+            what: "outcome and flags",
+        })?;
+    let snapshot = r.varint()?;
+    let pack = if flags & FLAG_PACK != 0 {
+        let pos = r.pos;
+        let pack = r.string()?;
+        if pack.is_empty() {
+            return Err(DecodeError::Invalid {
+                offset: pos,
+                what: "pack",
+            });
+        }
+        Some(pack)
+    } else {
+        None
+    };
+    let shared_pos = r.pos;
+    let shared = r.varint()?;
+    let prefix = pack
+        .as_deref()
+        .unwrap_or("")
+        .get(..usize::try_from(shared).unwrap_or(usize::MAX))
+        .ok_or(DecodeError::Invalid {
+            offset: shared_pos,
+            what: "agent prefix",
+        })?;
+    let agent = format!("{prefix}{}", r.string()?);
+    let action = r.string()?;
+    let resource = r.string()?;
+    let namespace = r.string()?;
+    let count = r.count()?;
+    let mut policies = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let name = r.string()?;
+        match r.version()? {
+            Some(version) => policies.push(format!("{name}@{version}")),
+            None => policies.push(name),
+        }
+    }
+    let reasons = r.rules(&policies)?;
+    let warnings = if flags & FLAG_WARNINGS != 0 {
+        let pos = r.pos;
+        let warnings = r.rules(&policies)?;
+        if warnings.is_empty() {
+            return Err(DecodeError::Invalid {
+                offset: pos,
+                what: "warnings",
+            });
+        }
+        warnings
+    } else {
+        Vec::new()
+    };
+    let context = if flags & FLAG_CONTEXT != 0 {
+        let pos = r.pos;
+        let context = r.object(0)?;
+        if context.is_empty() {
+            return Err(DecodeError::Invalid {
+                offset: pos,
+                what: "context",
+            });
+        }
+        context
+    } else {
+        Map::new()
+    };
+    let escalation_id = if flags & FLAG_ESCALATION != 0 {
+        Some(Uuid::from_bytes(r.array::<16>()?))
+    } else {
+        None
+    };
+    Ok(DecisionRecord {
+        decision_id,
+        at,
+        outcome,
+        snapshot,
+        agent,
+        pack,
+        action,
+        resource,
+        namespace,
+        policies,
+        reasons,
+        warnings,
+        context,
+        escalation_id,
+    })
+}
+
+/// Unix microseconds, clamped at the epoch (as kind 1 stores them).
+fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from((at.unix_timestamp_nanos() / 1000).max(0)).unwrap_or(i64::MAX)
+}
+
+/// The UUIDv7 timestamp of an id in microseconds, or 0 for other ids.
+fn time_base(id: &Uuid) -> i64 {
+    if id.get_version_num() != 7 {
+        return 0;
+    }
+    let b = id.as_bytes();
+    let ms = b[..6]
+        .iter()
+        .fold(0i64, |acc, byte| (acc << 8) | i64::from(*byte));
+    ms * 1000
+}
+
+/// Bytes `agent` shares with the start of `pack`, at a character boundary.
+fn common_prefix(pack: &str, agent: &str) -> usize {
+    pack.char_indices()
+        .zip(agent.chars())
+        .find(|((_, a), b)| a != b)
+        .map_or_else(
+            || {
+                if agent.starts_with(pack) {
+                    pack.len()
+                } else {
+                    agent.len()
+                }
+            },
+            |((i, _), _)| i,
+        )
+}
+
+fn put_zigzag(w: &mut Vec<u8>, v: i64) {
+    put_varint(w, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// A policy version: `1 ‖ str` for any text, `2 + major ‖ minor ‖ patch` (varints) for
+/// a plain `major.minor.patch` without leading zeros.
+fn put_version(w: &mut Vec<u8>, version: &str) {
+    let parts: Vec<&str> = version.split('.').collect();
+    let numbers: Option<Vec<u64>> = if parts.len() == 3 {
+        parts
+            .iter()
+            .map(|p| {
+                let canonical = !p.is_empty()
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && (p.len() == 1 || !p.starts_with('0'));
+                canonical.then(|| p.parse::<u64>().ok()).flatten()
+            })
+            .collect()
+    } else {
+        None
+    };
+    match numbers {
+        Some(n) if n[0] < u64::MAX - 2 => {
+            put_varint(w, n[0] + 2);
+            put_varint(w, n[1]);
+            put_varint(w, n[2]);
+        }
+        _ => {
+            w.push(1);
+            put_str(w, version);
+        }
+    }
+}
+
+/// Reasons or warnings: count, then each as `0 ‖ str` (the text as is) or `i + 1 ‖ str`
+/// for `policies[i] + "#" + str`.
+fn put_rules(w: &mut Vec<u8>, rules: &[String], policies: &[String]) {
+    put_varint(w, rules.len() as u64);
+    for rule in rules {
+        let found = policies.iter().enumerate().find_map(|(i, p)| {
+            rule.strip_prefix(p.as_str())
+                .and_then(|rest| rest.strip_prefix('#'))
+                .map(|rest| (i, rest))
+        });
+        match found {
+            Some((i, rest)) => {
+                put_varint(w, i as u64 + 1);
+                put_str(w, rest);
+            }
+            None => {
+                w.push(0);
+                put_str(w, rule);
+            }
+        }
+    }
+}
+
+/// Binary JSON: an object is `count ‖ (key: str ‖ value)*` with keys in the map's order.
+fn put_object(w: &mut Vec<u8>, map: &Map<String, Value>) {
+    put_varint(w, map.len() as u64);
+    for (k, v) in map {
+        put_str(w, k);
+        put_value(w, v);
+    }
+}
+
+const JSON_NULL: u8 = 0;
+const JSON_FALSE: u8 = 1;
+const JSON_TRUE: u8 = 2;
+const JSON_UINT: u8 = 3;
+const JSON_NEGINT: u8 = 4;
+const JSON_FLOAT: u8 = 5;
+const JSON_STRING: u8 = 6;
+const JSON_ARRAY: u8 = 7;
+const JSON_OBJECT: u8 = 8;
+
+/// A JSON value: a tag byte, then a varint (u64, or −1 − n of a negative i64), an f64
+/// (8 bytes LE), a str, `count ‖ values`, or an object.
+fn put_value(w: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => w.push(JSON_NULL),
+        Value::Bool(false) => w.push(JSON_FALSE),
+        Value::Bool(true) => w.push(JSON_TRUE),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                w.push(JSON_UINT);
+                put_varint(w, u);
+            } else if let Some(i) = n.as_i64() {
+                w.push(JSON_NEGINT);
+                put_varint(w, !(i as u64));
+            } else {
+                w.push(JSON_FLOAT);
+                w.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            w.push(JSON_STRING);
+            put_str(w, s);
+        }
+        Value::Array(items) => {
+            w.push(JSON_ARRAY);
+            put_varint(w, items.len() as u64);
+            for item in items {
+                put_value(w, item);
+            }
+        }
+        Value::Object(map) => {
+            w.push(JSON_OBJECT);
+            put_object(w, map);
+        }
+    }
+}
+
 fn outcome_byte(o: Outcome) -> u8 {
     match o {
         Outcome::Allow => 0,
@@ -257,13 +583,6 @@ fn put_time(w: &mut Vec<u8>, at: OffsetDateTime) {
 fn put_str(w: &mut Vec<u8>, s: &str) {
     put_varint(w, s.len() as u64);
     w.extend_from_slice(s.as_bytes());
-}
-
-fn put_list(w: &mut Vec<u8>, items: &[String]) {
-    put_varint(w, items.len() as u64);
-    for s in items {
-        put_str(w, s);
-    }
 }
 
 struct Reader<'a> {
@@ -337,6 +656,131 @@ impl Reader<'_> {
             })?;
         self.pos = end;
         Ok(s.to_owned())
+    }
+
+    fn zigzag(&mut self) -> Result<i64, DecodeError> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    /// A list count, refused when the rest could not hold that many one-byte items.
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        let start = self.pos;
+        let n = self.varint()?;
+        if n > (self.bytes.len() - self.pos) as u64 {
+            return Err(DecodeError::Invalid {
+                offset: start,
+                what: "list length",
+            });
+        }
+        Ok(n as usize)
+    }
+
+    /// A policy version (see `put_version`); `None` for a policy without one.
+    fn version(&mut self) -> Result<Option<String>, DecodeError> {
+        let start = self.pos;
+        match self.varint()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.string()?)),
+            major => {
+                let (minor, patch) = (self.varint()?, self.varint()?);
+                if major == u64::MAX {
+                    return Err(DecodeError::Invalid {
+                        offset: start,
+                        what: "version",
+                    });
+                }
+                Ok(Some(format!("{}.{minor}.{patch}", major - 2)))
+            }
+        }
+    }
+
+    /// Reasons or warnings (see `put_rules`).
+    fn rules(&mut self, policies: &[String]) -> Result<Vec<String>, DecodeError> {
+        let n = self.count()?;
+        let mut out = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            let start = self.pos;
+            let policy = self.varint()?;
+            let text = self.string()?;
+            if policy == 0 {
+                out.push(text);
+                continue;
+            }
+            let policy = usize::try_from(policy - 1)
+                .ok()
+                .and_then(|i| policies.get(i))
+                .ok_or(DecodeError::Invalid {
+                    offset: start,
+                    what: "policy reference",
+                })?;
+            out.push(format!("{policy}#{text}"));
+        }
+        Ok(out)
+    }
+
+    /// A binary JSON object (see `put_object`); duplicate keys are refused.
+    fn object(&mut self, depth: usize) -> Result<Map<String, Value>, DecodeError> {
+        let start = self.pos;
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::Invalid {
+                offset: start,
+                what: "nesting depth",
+            });
+        }
+        let n = self.count()?;
+        let mut map = Map::new();
+        for _ in 0..n {
+            let key_at = self.pos;
+            let key = self.string()?;
+            let value = self.value(depth + 1)?;
+            if map.insert(key, value).is_some() {
+                return Err(DecodeError::Invalid {
+                    offset: key_at,
+                    what: "duplicate context key",
+                });
+            }
+        }
+        Ok(map)
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+        let start = self.pos;
+        let invalid = |what| DecodeError::Invalid {
+            offset: start,
+            what,
+        };
+        if depth > MAX_DEPTH {
+            return Err(invalid("nesting depth"));
+        }
+        Ok(match self.byte()? {
+            JSON_NULL => Value::Null,
+            JSON_FALSE => Value::Bool(false),
+            JSON_TRUE => Value::Bool(true),
+            JSON_UINT => Value::from(self.varint()?),
+            JSON_NEGINT => {
+                let v = self.varint()?;
+                if v > i64::MAX as u64 {
+                    return Err(invalid("negative integer"));
+                }
+                Value::from(!v as i64)
+            }
+            JSON_FLOAT => {
+                let f = f64::from_le_bytes(self.array::<8>()?);
+                Value::Number(serde_json::Number::from_f64(f).ok_or(invalid("number"))?)
+            }
+            JSON_STRING => Value::String(self.string()?),
+            JSON_ARRAY => {
+                let n = self.count()?;
+                let mut items = Vec::with_capacity(n.min(64));
+                for _ in 0..n {
+                    items.push(self.value(depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            JSON_OBJECT => Value::Object(self.object(depth)?),
+            _ => return Err(invalid("JSON value tag")),
+        })
     }
 
     fn list(&mut self) -> Result<Vec<String>, DecodeError> {
@@ -480,6 +924,81 @@ mod tests {
     }
 
     #[test]
+    fn compact_layout_is_written_and_first_layout_still_reads() {
+        let d = decision();
+        let bytes = AuditEntry::Decision(d.clone()).encode();
+        assert_eq!(bytes[0], KIND_DECISION_COMPACT);
+        // The same decision in the first layout (kind 1), as older logs hold it.
+        let mut old = vec![KIND_DECISION];
+        old.extend_from_slice(d.decision_id.as_bytes());
+        put_varint(&mut old, micros(d.at) as u64);
+        old.push(outcome_byte(d.outcome));
+        put_varint(&mut old, d.snapshot);
+        for s in [
+            d.agent.as_str(),
+            d.pack.as_deref().unwrap_or(""),
+            &d.action,
+            &d.resource,
+            &d.namespace,
+        ] {
+            put_str(&mut old, s);
+        }
+        for list in [&d.policies, &d.reasons, &d.warnings] {
+            put_varint(&mut old, list.len() as u64);
+            for s in list {
+                put_str(&mut old, s);
+            }
+        }
+        put_str(&mut old, &Value::Object(d.context.clone()).to_string());
+        old.push(0);
+        assert_eq!(
+            AuditEntry::decode(&old).unwrap(),
+            AuditEntry::Decision(d.clone())
+        );
+        assert!(
+            bytes.len() + 25 < old.len(),
+            "{} vs {}",
+            bytes.len(),
+            old.len()
+        );
+    }
+
+    #[test]
+    fn compact_decisions_keep_every_value() {
+        let mut d = decision();
+        d.outcome = Outcome::Warn;
+        d.agent = "research-7".into();
+        d.policies = vec![
+            "base-safety@1.0.0".into(),
+            "odd@01.2".into(),
+            "no-version".into(),
+            "a@b@10.20.30".into(),
+        ];
+        d.reasons = vec![
+            "odd@01.2#r".into(),
+            "elsewhere#r".into(),
+            "base-safety@1.0.0#".into(),
+        ];
+        d.warnings = vec!["a@b@10.20.30#w".into()];
+        d.context = json!({
+            "n": -5, "min": i64::MIN, "max": u64::MAX, "f": 2.5, "whole": 1.0,
+            "s": "x", "list": [null, true, false, [], {}], "obj": {"k": {"k": 1}}
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        d.escalation_id = Some(Uuid::from_u128(3));
+        let entry = AuditEntry::Decision(d.clone());
+        assert_eq!(AuditEntry::decode(&entry.encode()).unwrap(), entry);
+        // An id that is not a UUIDv7 carries no time: `at` is stored whole.
+        d.decision_id = Uuid::from_u128(0xabcd);
+        d.pack = Some("ops".into());
+        d.agent = "op".into();
+        let entry = AuditEntry::Decision(d);
+        assert_eq!(AuditEntry::decode(&entry.encode()).unwrap(), entry);
+    }
+
+    #[test]
     fn every_truncation_and_garbage_is_refused() {
         let bytes = AuditEntry::Decision(decision()).encode();
         for cut in 0..bytes.len() {
@@ -491,12 +1010,173 @@ mod tests {
             AuditEntry::decode(&longer),
             Err(DecodeError::Trailing { .. })
         ));
-        let mut bad_kind = bytes;
+        let mut bad_kind = bytes.clone();
         bad_kind[0] = 9;
         assert_eq!(
             AuditEntry::decode(&bad_kind),
             Err(DecodeError::UnknownKind(9))
         );
+        let d = decision();
+        let mut at = Vec::new();
+        put_zigzag(&mut at, micros(d.at) - time_base(&d.decision_id));
+        let flags_at = 17 + at.len();
+        for flags in [0x87, 0x05, 0x07] {
+            let mut bad_flags = bytes.clone();
+            bad_flags[flags_at] = flags;
+            assert_eq!(
+                AuditEntry::decode(&bad_flags),
+                Err(DecodeError::Invalid {
+                    offset: flags_at,
+                    what: "outcome and flags"
+                })
+            );
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<u64>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter_map("finite", serde_json::Number::from_f64)
+                    .prop_map(Value::Number),
+                ".{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(".{0,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn outcome() -> impl Strategy<Value = Outcome> {
+            prop_oneof![
+                Just(Outcome::Allow),
+                Just(Outcome::Warn),
+                Just(Outcome::Deny),
+                Just(Outcome::Quarantine),
+                Just(Outcome::Escalate),
+            ]
+        }
+
+        fn version() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (0u64..30, 0u64..30, 0u64..1000).prop_map(|(a, b, c)| format!("{a}.{b}.{c}")),
+                "[0-9.a-z@-]{0,8}",
+            ]
+        }
+
+        prop_compose! {
+            fn record()(
+                id in any::<u128>(),
+                v7 in any::<bool>(),
+                micros in 0i64..4_000_000_000_000_000,
+                id_skew in -5_000_000i64..5_000_000,
+                outcome in outcome(),
+                snapshot in any::<u64>(),
+                pack in proptest::option::of("[a-zé]{0,6}"),
+                agent_tail in ".{0,8}",
+                agent_from_pack in any::<bool>(),
+                action in ".{0,10}",
+                resource in ".{0,16}",
+                namespace in "[a-z.]{0,24}",
+                policies in prop::collection::vec(("[a-z@-]{0,8}", proptest::option::of(version())), 0..4),
+                reasons in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>(), ".{0,8}"), 0..3),
+                warnings in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>(), ".{0,8}"), 0..3),
+                context in prop::collection::btree_map(".{0,8}", json_value(), 0..4),
+                escalation in proptest::option::of(any::<u128>()),
+            ) -> DecisionRecord {
+                let mut id = Uuid::from_u128(id);
+                if v7 {
+                    // A UUIDv7 whose time is near (not at) the decision's.
+                    let ms = ((micros + id_skew).max(0) / 1000) as u64;
+                    let mut b = *id.as_bytes();
+                    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+                    b[6] = 0x70 | (b[6] & 0x0f);
+                    id = Uuid::from_bytes(b);
+                }
+                let policies: Vec<String> = policies
+                    .into_iter()
+                    .map(|(name, v)| match v {
+                        Some(v) => format!("{name}@{v}"),
+                        None => name,
+                    })
+                    .collect();
+                let rules = |items: Vec<(prop::sample::Index, bool, String)>| -> Vec<String> {
+                    items
+                        .into_iter()
+                        .map(|(i, refer, text)| match (refer, policies.is_empty()) {
+                            (true, false) => format!("{}#{text}", policies[i.index(policies.len())]),
+                            _ => text,
+                        })
+                        .collect()
+                };
+                let agent = match (&pack, agent_from_pack) {
+                    (Some(p), true) => format!("{p}{agent_tail}"),
+                    _ => agent_tail,
+                };
+                DecisionRecord {
+                    decision_id: id,
+                    at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap(),
+                    outcome,
+                    snapshot,
+                    agent,
+                    pack: pack.filter(|p| !p.is_empty()),
+                    action,
+                    resource,
+                    namespace,
+                    reasons: rules(reasons),
+                    warnings: rules(warnings),
+                    policies,
+                    context: context.into_iter().collect(),
+                    escalation_id: escalation.map(Uuid::from_u128),
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn compact_decisions_round_trip(d in record()) {
+                let entry = AuditEntry::Decision(d);
+                let bytes = entry.encode();
+                prop_assert_eq!(bytes[0], KIND_DECISION_COMPACT);
+                prop_assert_eq!(AuditEntry::decode(&bytes).unwrap(), entry);
+            }
+
+            #[test]
+            fn garbage_is_an_error_not_a_panic(
+                kind in 0u8..5,
+                body in prop::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let mut bytes = vec![kind];
+                bytes.extend(body);
+                let _ = AuditEntry::decode(&bytes);
+            }
+
+            #[test]
+            fn damaged_entries_never_panic(
+                d in record(),
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut bytes = AuditEntry::Decision(d).encode();
+                let end = cut.index(bytes.len());
+                prop_assert!(AuditEntry::decode(&bytes[..end]).is_err(), "cut at {}", end);
+                for (at, byte) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                let _ = AuditEntry::decode(&bytes);
+            }
+        }
     }
 
     #[test]

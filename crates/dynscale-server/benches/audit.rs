@@ -34,7 +34,7 @@ use dynscale_server::wire::EvaluationRequest;
 use dynscale_server::{Node, ServerConfig};
 use dynscale_store::audit::{
     AppendFile, AuditConfig, AuditError, AuditLog, DirEntry, Disk, Durability, FileInfo, FsDisk,
-    ReadFile, verify_dir,
+    ReadFile, SyncFile, verify_dir,
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -513,6 +513,29 @@ impl AppendFile for CountingFile {
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.file.truncate(len)
+    }
+
+    fn sync_handle(&self) -> io::Result<Option<Arc<dyn SyncFile>>> {
+        Ok(self.file.sync_handle()?.map(|file| {
+            Arc::new(CountingSync {
+                file,
+                counts: Arc::clone(&self.counts),
+            }) as Arc<dyn SyncFile>
+        }))
+    }
+}
+
+/// The sync thread's handle on a segment, counting its fdatasyncs.
+#[derive(Debug)]
+struct CountingSync {
+    file: Arc<dyn SyncFile>,
+    counts: Arc<IoCounts>,
+}
+
+impl SyncFile for CountingSync {
+    fn sync_data(&self) -> io::Result<()> {
+        self.counts.fdatasyncs.fetch_add(1, Ordering::SeqCst);
+        self.file.sync_data()
     }
 }
 
@@ -1028,7 +1051,7 @@ struct Workload {
     segment_files: usize,
     decision_bytes: u64,
     json_bytes: u64,
-    /// Bytes of the stored context JSON.
+    /// Bytes of the contexts as JSON text (the entries hold binary JSON).
     context_bytes: u64,
     /// Entries and their bytes by action.
     by_action: BTreeMap<String, (u64, u64)>,
@@ -1081,6 +1104,14 @@ async fn example_workload(plan: &Plan, dir: &Path) -> BenchResult<Workload> {
             json_bytes += serde_json::to_vec(&entry)?.len() as u64 + 1;
             if !d.context.is_empty() {
                 context_bytes += Value::Object(d.context.clone()).to_string().len() as u64;
+            }
+            if std::env::var("DYNSCALE_BENCH_SAMPLES").is_ok() && !by_action.contains_key(&d.action)
+            {
+                eprintln!(
+                    "SAMPLE {} B: {}",
+                    bytes.len(),
+                    serde_json::to_string(&entry)?
+                );
             }
             let slot = by_action.entry(d.action.clone()).or_default();
             slot.0 += 1;
@@ -1162,7 +1193,7 @@ fn print_workload(mode: Mode, w: &Workload) {
                 format!("{:.1} B", per_decision(w.decision_bytes)),
             ),
             Row::info(
-                "of which the stored context JSON",
+                "the context as JSON text (stored as binary JSON, smaller)",
                 format!("{:.1} B", per_decision(w.context_bytes)),
             ),
             Row::info("mean decision entry by action", by_action),

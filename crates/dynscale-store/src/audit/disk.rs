@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A directory entry as the audit log needs it.
@@ -68,6 +69,18 @@ pub trait AppendFile: Send + fmt::Debug {
     fn sync_data(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes; later appends go after them.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// A second handle that syncs this file from another thread while this one keeps
+    /// appending, so the log can write the next group during an fsync. `None` (the
+    /// default) makes the log sync on its writer thread.
+    fn sync_handle(&self) -> io::Result<Option<Arc<dyn SyncFile>>> {
+        Ok(None)
+    }
+}
+
+/// A handle that only syncs a file open for appending (see [`AppendFile::sync_handle`]).
+pub trait SyncFile: Send + Sync + fmt::Debug {
+    /// Makes the data appended before the call durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
 }
 
 /// A file open for positional reads.
@@ -202,6 +215,24 @@ impl AppendFile for FsAppend {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         // The file is in append mode, so the next write goes to the new end.
         self.file.set_len(len)
+    }
+
+    fn sync_handle(&self) -> io::Result<Option<Arc<dyn SyncFile>>> {
+        Ok(Some(Arc::new(FsSync {
+            file: self.file.try_clone()?,
+        })))
+    }
+}
+
+/// A duplicate descriptor of an append file: `fdatasync` on it syncs the same file.
+#[derive(Debug)]
+struct FsSync {
+    file: File,
+}
+
+impl SyncFile for FsSync {
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::disk::{AppendFile, DirEntry, Disk, FileInfo, FsDisk, ReadFile};
+use super::disk::{AppendFile, DirEntry, Disk, FileInfo, FsDisk, ReadFile, SyncFile};
 
 /// What happens after a torn append has written its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +142,30 @@ impl AppendFile for FaultyAppend {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.state.check_alive()?;
         self.inner.truncate(len)
+    }
+
+    fn sync_handle(&self) -> io::Result<Option<Arc<dyn SyncFile>>> {
+        Ok(self.inner.sync_handle()?.map(|inner| {
+            Arc::new(FaultySync {
+                inner,
+                state: Arc::clone(&self.state),
+            }) as Arc<dyn SyncFile>
+        }))
+    }
+}
+
+/// The sync handle of a [`FaultyAppend`]: dies with the disk and counts as a data sync.
+#[derive(Debug)]
+struct FaultySync {
+    inner: Arc<dyn SyncFile>,
+    state: Arc<FaultState>,
+}
+
+impl SyncFile for FaultySync {
+    fn sync_data(&self) -> io::Result<()> {
+        self.state.check_alive()?;
+        self.state.data_syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync_data()
     }
 }
 

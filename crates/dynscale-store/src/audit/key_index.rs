@@ -5,11 +5,15 @@
 //! Layout, little endian:
 //!
 //! ```text
-//! magic "DSAUDIX1" | first u64 | count u64 | segment length u64
+//! magic "DSAUDIX2" | first u64 | count u64 | segment length u64
 //! | offset count u64 | key count u64 | fence count u64
 //! | offsets (u64 each) | fences (16-byte key of every 512th record) | CRC32C of all before
-//! | records (16-byte key ‖ u64 index, sorted by key then index) | CRC32C of the records
+//! | records (16-byte key ‖ u32 index − first, sorted by key then index)
+//! | CRC32C of the records
 //! ```
+//!
+//! Files with magic "DSAUDIX1" (records of 16-byte key ‖ u64 index) are still read and
+//! verified. A segment of more than 2³² entries gets a "DSAUDIX1" file.
 //!
 //! Opening reads only the summary up to the first CRC; the records are read a block at
 //! a time by lookups, and checked whole by `verify_dir`.
@@ -18,9 +22,13 @@ use std::path::{Path, PathBuf};
 
 use super::disk::{Disk, read_exact_at};
 
-const MAGIC: &[u8; 8] = b"DSAUDIX1";
+const MAGIC_V1: &[u8; 8] = b"DSAUDIX1";
+const MAGIC: &[u8; 8] = b"DSAUDIX2";
 const HEADER: usize = 56;
-const RECORD: usize = 24;
+/// Record bytes of a "DSAUDIX1" file.
+const RECORD_V1: usize = 24;
+/// Record bytes of a "DSAUDIX2" file.
+const RECORD: usize = 20;
 /// Records per fence: a lookup reads at most this many records (12 KiB).
 const FENCE_STEP: usize = 512;
 
@@ -40,6 +48,8 @@ pub(crate) struct IdxSummary {
     fences: Vec<[u8; 16]>,
     records: u64,
     records_at: u64,
+    /// Bytes per record: [`RECORD`], or [`RECORD_V1`] for an older file.
+    record: usize,
 }
 
 /// Builds the bytes of an index file.
@@ -48,14 +58,44 @@ pub(crate) fn encode(
     count: u64,
     segment_len: u64,
     offsets: &[u64],
+    keys: Vec<([u8; 16], u64)>,
+) -> Vec<u8> {
+    let v1 = count > u64::from(u32::MAX);
+    encode_as(v1, first, count, segment_len, offsets, keys)
+}
+
+/// The bytes an index file with this magic holds for the segment: verification
+/// compares a file with the encoding its magic names.
+pub(crate) fn encode_like(
+    found: &[u8],
+    first: u64,
+    count: u64,
+    segment_len: u64,
+    offsets: &[u64],
+    keys: Vec<([u8; 16], u64)>,
+) -> Vec<u8> {
+    if found.starts_with(MAGIC_V1) {
+        encode_as(true, first, count, segment_len, offsets, keys)
+    } else {
+        encode(first, count, segment_len, offsets, keys)
+    }
+}
+
+fn encode_as(
+    v1: bool,
+    first: u64,
+    count: u64,
+    segment_len: u64,
+    offsets: &[u64],
     mut keys: Vec<([u8; 16], u64)>,
 ) -> Vec<u8> {
+    let record = if v1 { RECORD_V1 } else { RECORD };
     keys.sort_unstable();
     let fences: Vec<[u8; 16]> = keys.iter().step_by(FENCE_STEP).map(|(k, _)| *k).collect();
     let mut out = Vec::with_capacity(
-        HEADER + offsets.len() * 8 + fences.len() * 16 + 8 + keys.len() * RECORD,
+        HEADER + offsets.len() * 8 + fences.len() * 16 + 8 + keys.len() * record,
     );
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(if v1 { MAGIC_V1 } else { MAGIC });
     for value in [
         first,
         count,
@@ -76,7 +116,13 @@ pub(crate) fn encode(
     let records_at = out.len();
     for (key, index) in &keys {
         out.extend_from_slice(key);
-        out.extend_from_slice(&index.to_le_bytes());
+        if v1 {
+            out.extend_from_slice(&index.to_le_bytes());
+        } else {
+            // `count` fits in a u32 here, and every index lies in the segment.
+            let relative = u32::try_from(index.saturating_sub(first)).unwrap_or(u32::MAX);
+            out.extend_from_slice(&relative.to_le_bytes());
+        }
     }
     out.extend_from_slice(&crc32c::crc32c(&out[records_at..]).to_le_bytes());
     out
@@ -99,9 +145,11 @@ pub(crate) fn load(disk: &dyn Disk, path: &Path) -> std::io::Result<Option<IdxSu
     if file_len < HEADER as u64 || read_exact_at(&*file, &mut header, 0).is_err() {
         return Ok(None);
     }
-    if &header[..8] != MAGIC {
-        return Ok(None);
-    }
+    let record = match &header[..8] {
+        m if m == MAGIC => RECORD,
+        m if m == MAGIC_V1 => RECORD_V1,
+        _ => return Ok(None),
+    };
     let field = |i: usize| u64_at(&header, 8 + 8 * i).unwrap_or(u64::MAX);
     let (first, count, segment_len) = (field(0), field(1), field(2));
     let (n_offsets, records, n_fences) = (field(3), field(4), field(5));
@@ -114,7 +162,7 @@ pub(crate) fn load(disk: &dyn Disk, path: &Path) -> std::io::Result<Option<IdxSu
         return Ok(None);
     };
     let expected_len = records
-        .checked_mul(RECORD as u64)
+        .checked_mul(record as u64)
         .and_then(|r| r.checked_add(summary_len + 4));
     if expected_len != Some(file_len) {
         return Ok(None);
@@ -149,6 +197,7 @@ pub(crate) fn load(disk: &dyn Disk, path: &Path) -> std::io::Result<Option<IdxSu
         fences,
         records,
         records_at: summary_len,
+        record,
     }))
 }
 
@@ -166,19 +215,23 @@ impl IdxSummary {
         if start >= end {
             return Ok(None);
         }
-        let mut block = vec![0u8; (end - start) * RECORD];
+        let width = self.record;
+        let mut block = vec![0u8; (end - start) * width];
         let file = disk.open_read(&self.path)?;
-        read_exact_at(
-            &*file,
-            &mut block,
-            self.records_at + (start * RECORD) as u64,
-        )?;
-        let records: Vec<&[u8]> = block.chunks_exact(RECORD).collect();
+        read_exact_at(&*file, &mut block, self.records_at + (start * width) as u64)?;
+        let records: Vec<&[u8]> = block.chunks_exact(width).collect();
         let at = records.partition_point(|record| &record[..16] < key.as_slice());
         Ok(records
             .get(at)
             .filter(|record| &record[..16] == key.as_slice())
-            .and_then(|record| u64_at(record, 16)))
+            .and_then(|record| {
+                if width == RECORD_V1 {
+                    u64_at(record, 16)
+                } else {
+                    let relative = u32::from_le_bytes(record.get(16..20)?.try_into().ok()?);
+                    self.first.checked_add(u64::from(relative))
+                }
+            }))
     }
 }
 
@@ -211,6 +264,27 @@ mod tests {
             );
         }
         assert_eq!(summary.lookup(&FsDisk, &[0xff; 16]).expect("read"), None);
+        // A file of the first layout (u64 indexes) still answers the same.
+        let old_path = dir.path().join("old.idx");
+        let mut keys = Vec::new();
+        for i in 0..5000u64 {
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&(i % 3000).to_be_bytes());
+            keys.push((key, 10_000 + i));
+        }
+        let old = encode_as(true, 10_000, 5000, 123, &[0, 7], keys.clone());
+        assert_eq!(&old[..8], MAGIC_V1);
+        assert_eq!(encode_like(&old, 10_000, 5000, 123, &[0, 7], keys), old);
+        std::fs::write(&old_path, &old).expect("write");
+        let old_summary = load(&FsDisk, &old_path).expect("read").expect("valid");
+        for i in (0..3000u64).step_by(7) {
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&i.to_be_bytes());
+            assert_eq!(
+                old_summary.lookup(&FsDisk, &key).expect("read"),
+                Some(10_000 + i)
+            );
+        }
         let mut bytes = std::fs::read(&path).expect("read");
         bytes[60] ^= 1;
         std::fs::write(&path, bytes).expect("write");

@@ -32,8 +32,11 @@
 //! # Durability
 //!
 //! Segments are the only source of truth: tiles, key indexes and the tile rows in memory
-//! are derived and rebuilt from them. `sync` acknowledges after `fdatasync`; `batch`
-//! after the write, with an `fdatasync` at most `batch_window` later; `async` on enqueue.
+//! are derived and rebuilt from them. `sync` acknowledges after an `fdatasync` that
+//! began after the entry was written; `batch` after the write; `async` on enqueue. The
+//! sync thread fdatasyncs the active segment whenever something is written and not yet
+//! synced, so in every mode an entry is durable about one fsync after its write (the
+//! writer syncs itself at `batch_window` on a [`Disk`] without sync handles).
 //! Before a checkpoint is signed at size `n`, the segment is synced, then every tile
 //! written since the previous checkpoint (one `syncfs`), so whatever a checkpoint covers
 //! is durable and its tiles can be trusted at the next open.
@@ -58,6 +61,7 @@ mod log;
 mod recover;
 mod retention;
 mod segment;
+mod syncer;
 mod tiles;
 mod verify;
 mod writer;
@@ -65,7 +69,7 @@ mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use disk::{AppendFile, DirEntry, Disk, FileInfo, FsDisk, ReadFile};
+pub use disk::{AppendFile, DirEntry, Disk, FileInfo, FsDisk, ReadFile, SyncFile};
 pub use dynscale_core::merkle::Hash;
 pub use error::{AuditError, FrameProblem, VerifyError};
 pub use export::read_dir;

@@ -212,14 +212,15 @@ pub fn verify_dir(dir: &Path, verifier: Option<&Verifier>) -> Result<VerifyRepor
             .map_err(|source| read_error(&idx_path, source))?
             .is_some()
         {
-            let expected = key_index::encode(
+            let found = std::fs::read(&idx_path).map_err(|source| read_error(&idx_path, source))?;
+            let expected = key_index::encode_like(
+                &found,
                 first,
                 index - first,
                 frames.offset(),
                 &offsets,
                 keys.into_iter().collect(),
             );
-            let found = std::fs::read(&idx_path).map_err(|source| read_error(&idx_path, source))?;
             if let Some(offset) = first_difference(&expected, &found) {
                 return Err(VerifyError::KeyIndex {
                     path: idx_path,

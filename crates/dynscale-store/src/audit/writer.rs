@@ -1,7 +1,9 @@
 //! The writer thread: the only code that appends to segments. It takes requests from a
-//! bounded queue, commits them in groups (one write and at most one fsync for everything
-//! queued), hashes the new entries into the tree, writes full tiles, rolls segments and
-//! signs checkpoints.
+//! bounded queue, commits them in groups (one write for everything queued), hashes the
+//! new entries into the tree, writes full tiles, rolls segments and signs checkpoints.
+//! The fsyncs run on the sync thread (`syncer.rs`), which acknowledges `sync` appends,
+//! so the next group is written while the previous one is being synced. On a disk
+//! without sync handles the writer syncs itself, one fsync per group.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -15,13 +17,14 @@ use dynscale_core::merkle::{Checkpoint, HASH_SIZE, Signer, Tile, leaf_hash, sign
 use tokio::sync::oneshot;
 
 use super::checkpoint_file::{self, LATEST, TMP_DIR};
-use super::disk::{AppendFile, is_no_space, replace_file};
+use super::disk::{AppendFile, SyncFile, is_no_space, replace_file};
 use super::error::AuditError;
 use super::frame::{encode_frame, frame_len};
 use super::key_index;
 use super::log::{Keys, PoisonInfo, SegmentEntry, Shared};
 use super::retention::Poker;
 use super::segment::{self, OFFSET_STRIDE, SEGMENTS_DIR, SegmentFile, SegmentView, entry_key};
+use super::syncer::{SyncJob, Syncer};
 use super::tiles::{TILE_DIR, write_tile};
 use super::{AuditConfig, Durability};
 
@@ -50,7 +53,7 @@ const MAX_GROUP_ENTRIES: usize = 16_384;
 /// Most bytes one group commit takes from the queue.
 const MAX_GROUP_BYTES: u64 = 8 << 20;
 /// Bytes of derived data each entry will add (a 32-byte leaf hash in a tile, about 0.2
-/// byte of higher tiles, a 24-byte key index record), reserved under the byte cap
+/// byte of higher tiles, a 20-byte key index record), reserved under the byte cap
 /// together with its frame so the cap holds for the whole directory.
 const DERIVED_BYTES_PER_ENTRY: u64 = 64;
 /// Reserved under the byte cap for the next checkpoint: two copies of the note and the
@@ -138,6 +141,10 @@ pub(crate) struct Writer {
     next_checkpoint_at: Instant,
     poker: Option<Poker>,
     poisoned: Option<PoisonInfo>,
+    /// The sync thread, when the disk gives sync handles.
+    syncer: Option<Syncer>,
+    /// The sync handle of the active segment.
+    active_sync: Option<Arc<dyn SyncFile>>,
 }
 
 impl Writer {
@@ -150,6 +157,18 @@ impl Writer {
         last_checkpoint: Option<u64>,
         poker: Option<Poker>,
     ) -> Self {
+        let active_sync = start.active.sync_handle().unwrap_or_else(|error| {
+            tracing::warn!(%error, "audit log: no sync handle; the writer thread will fsync");
+            None
+        });
+        let syncer = match active_sync {
+            Some(_) => Syncer::start(Arc::clone(&shared), start.next)
+                .map_err(|error| {
+                    tracing::warn!(%error, "audit log: no sync thread; the writer thread will fsync");
+                })
+                .ok(),
+            None => None,
+        };
         Self {
             shared,
             rx,
@@ -175,6 +194,8 @@ impl Writer {
             next_checkpoint_at: Instant::now() + config.checkpoint_interval,
             poker,
             poisoned: None,
+            syncer,
+            active_sync,
         }
     }
 
@@ -279,10 +300,12 @@ impl Writer {
         if appends.is_empty() {
             return;
         }
+        self.take_poison();
         if self.durability == Durability::Async {
             // Acknowledged already: queue behind any that are waiting for space.
             self.stalled.extend(appends);
             self.flush_stalled();
+            self.hand_to_syncer(Vec::new());
             return;
         }
         if let Some(info) = &self.poisoned {
@@ -293,6 +316,22 @@ impl Writer {
             return;
         }
         let results = self.write(&appends);
+        if self.syncer.is_some() && self.active_sync.is_some() {
+            // The sync thread fsyncs what was written (`batch` and `async` too: an entry
+            // is durable one fsync after its write) and acknowledges `sync` appends.
+            let mut durable_replies = Vec::new();
+            for (pending, result) in appends.into_iter().zip(results) {
+                match (result, pending.reply) {
+                    (Ok(first), Some(to)) if self.durability == Durability::Sync => {
+                        durable_replies.push((to, first));
+                    }
+                    (Ok(first), to) => reply(to, Ok(first)),
+                    (Err(failure), to) => reply(to, Err(failure.error(&self.shared))),
+                }
+            }
+            self.hand_to_syncer(durable_replies);
+            return;
+        }
         if self.durability == Durability::Sync && self.synced_next < self.next {
             // One fsync acknowledges the whole group. A failure poisons the log; the
             // requests it leaves unsynced are failed below.
@@ -310,6 +349,55 @@ impl Writer {
                 Err(failure) => Err(failure.error(&self.shared)),
             };
             reply(pending.reply, result);
+        }
+    }
+
+    /// Queues an fsync of everything written (and the `sync` replies it covers) on the
+    /// sync thread. Without one, or when it is gone, the writer syncs and replies itself.
+    fn hand_to_syncer(&mut self, replies: Vec<(oneshot::Sender<Result<u64, AuditError>>, u64)>) {
+        let durable = self.syncer.as_ref().map_or(0, Syncer::durable);
+        if replies.is_empty() && durable >= self.next {
+            return;
+        }
+        let sent = match (&self.syncer, &self.active_sync) {
+            (Some(syncer), Some(file)) => syncer
+                .send(SyncJob {
+                    segment: self.active_first,
+                    path: self.active_path.clone(),
+                    file: Arc::clone(file),
+                    upto: self.next,
+                    replies,
+                })
+                .map_err(|job| job.replies),
+            (_, _) => Err(replies),
+        };
+        match sent {
+            // The sync thread owns the batch window now.
+            Ok(()) => self.unsynced_since = None,
+            Err(replies) => {
+                let result = self.sync_active();
+                for (to, first) in replies {
+                    reply(
+                        Some(to),
+                        result
+                            .clone()
+                            .map(|()| first)
+                            .map_err(|failure| failure.error(&self.shared)),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Picks up a poisoning by the sync thread.
+    fn take_poison(&mut self) {
+        if self.poisoned.is_none() {
+            self.poisoned = self
+                .shared
+                .poisoned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
         }
     }
 
@@ -414,7 +502,7 @@ impl Writer {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .hashes_in_memory();
-        hashes * HASH_SIZE as u64 + (self.next - self.active_first) * 24 + CHECKPOINT_RESERVE
+        hashes * HASH_SIZE as u64 + (self.next - self.active_first) * 20 + CHECKPOINT_RESERVE
     }
 
     /// Writes the frames of `chunk` (requests whose frames are in `buf`) with one call,
@@ -540,8 +628,12 @@ impl Writer {
     /// fdatasyncs the active segment. A failure poisons the log: after a failed fsync
     /// the kernel may have dropped the dirty pages, so what is on disk is unknown.
     fn sync_active(&mut self) -> Result<(), Failure> {
+        self.take_poison();
         if let Some(info) = &self.poisoned {
             return Err(Failure::Poisoned(info.clone()));
+        }
+        if let Some(syncer) = &self.syncer {
+            self.synced_next = self.synced_next.max(syncer.durable().min(self.next));
         }
         if self.synced_next == self.next && self.unsynced_since.is_none() {
             return Ok(());
@@ -583,6 +675,10 @@ impl Writer {
             return Err(io_failure("fsync directory", error));
         }
         let sealed = self.active_first;
+        self.active_sync = file.sync_handle().unwrap_or_else(|error| {
+            tracing::warn!(%error, "audit log: no sync handle; the writer thread will fsync");
+            None
+        });
         self.active = file;
         self.active_path = path;
         self.active_first = self.next;
@@ -817,6 +913,12 @@ impl Writer {
     }
 
     fn finish_inner(&mut self) -> Result<(), AuditError> {
+        // Every queued fsync runs and every `sync` append is answered first.
+        if let Some(mut syncer) = self.syncer.take() {
+            syncer.stop();
+            self.synced_next = self.synced_next.max(syncer.durable().min(self.next));
+        }
+        self.take_poison();
         self.flush_stalled();
         if let Some(info) = &self.poisoned {
             return Err(info.error());

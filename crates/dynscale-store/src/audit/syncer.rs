@@ -1,0 +1,149 @@
+//! The sync thread: it fdatasyncs the active segment while the writer thread writes the
+//! next group, so group commit runs at the disk's fsync rate rather than at the rate of
+//! write, then fsync, then reply in turn. It acknowledges `sync` appends itself, after
+//! an fsync that began after their write; jobs queued during an fsync share the next one.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use tokio::sync::oneshot;
+
+use super::disk::SyncFile;
+use super::error::AuditError;
+use super::log::{PoisonInfo, Shared};
+
+/// Entries written to a segment, to be made durable.
+#[derive(Debug)]
+pub(crate) struct SyncJob {
+    /// The segment holding the entries (its first index names it).
+    pub(crate) segment: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn SyncFile>,
+    /// Entries below this index are written.
+    pub(crate) upto: u64,
+    /// `sync` appends to acknowledge with their first index once durable.
+    pub(crate) replies: Vec<(oneshot::Sender<Result<u64, AuditError>>, u64)>,
+}
+
+/// The writer's end of the sync thread.
+#[derive(Debug)]
+pub(crate) struct Syncer {
+    tx: Option<Sender<SyncJob>>,
+    thread: Option<JoinHandle<()>>,
+    /// Entries below this index are durable.
+    durable: Arc<AtomicU64>,
+}
+
+impl Syncer {
+    /// Starts the thread; entries below `durable` are durable already.
+    pub(crate) fn start(shared: Arc<Shared>, durable: u64) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let durable = Arc::new(AtomicU64::new(durable));
+        let thread = thread::Builder::new().name("audit-sync".into()).spawn({
+            let durable = Arc::clone(&durable);
+            move || run(&rx, &shared, &durable)
+        })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            durable,
+        })
+    }
+
+    /// Entries below this index are durable.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    /// Queues a job; gives it back when the thread is gone.
+    pub(crate) fn send(&self, job: SyncJob) -> Result<(), SyncJob> {
+        match &self.tx {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    /// Lets the thread finish every queued job (and its replies), then joins it.
+    pub(crate) fn stop(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(rx: &Receiver<SyncJob>, shared: &Shared, durable: &AtomicU64) {
+    while let Ok(job) = rx.recv() {
+        let mut jobs = vec![job];
+        jobs.extend(rx.try_iter());
+        let poisoned = shared
+            .poisoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let result = match poisoned {
+            Some(info) => Err(info),
+            None => sync(&jobs).inspect_err(|info| poison(shared, info)),
+        };
+        match result {
+            Ok(()) => {
+                let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
+                durable.fetch_max(upto, Ordering::SeqCst);
+                for job in jobs {
+                    for (reply, first) in job.replies {
+                        // The appender may have stopped waiting.
+                        let _ = reply.send(Ok(first));
+                    }
+                }
+            }
+            Err(info) => {
+                for job in jobs {
+                    for (reply, _) in job.replies {
+                        let _ = reply.send(Err(info.error()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One fdatasync per segment among the jobs (the segment rolls rarely). A failure
+/// poisons the log: after a failed fsync the kernel may have dropped the dirty pages.
+fn sync(jobs: &[SyncJob]) -> Result<(), PoisonInfo> {
+    let mut last = None;
+    for job in jobs {
+        if last == Some(job.segment) {
+            continue;
+        }
+        if let Err(error) = job.file.sync_data() {
+            return Err(PoisonInfo {
+                op: "fsync",
+                path: job.path.clone(),
+                kind: error.kind(),
+            });
+        }
+        last = Some(job.segment);
+    }
+    Ok(())
+}
+
+/// Records a failed fsync as the log's poison, unless something poisoned it first.
+pub(crate) fn poison(shared: &Shared, info: &PoisonInfo) {
+    let mut slot = shared
+        .poisoned
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if slot.is_none() {
+        tracing::error!(error = %info.error(), "audit log stopped taking entries");
+        *slot = Some(info.clone());
+    }
+}
