@@ -1020,7 +1020,7 @@ mod tests {
         let mut at = Vec::new();
         put_zigzag(&mut at, micros(d.at) - time_base(&d.decision_id));
         let flags_at = 17 + at.len();
-        for flags in [0x87, 0x05, 0x07] {
+        for flags in [0x87, 0x06, 0x07] {
             let mut bad_flags = bytes.clone();
             bad_flags[flags_at] = flags;
             assert_eq!(
@@ -1064,6 +1064,7 @@ mod tests {
                 Just(Outcome::Deny),
                 Just(Outcome::Quarantine),
                 Just(Outcome::Escalate),
+                Just(Outcome::Throttle),
             ]
         }
 
