@@ -114,7 +114,7 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let admission = Arc::new(Admission::new(&config.admission, Arc::clone(&metrics))?);
         let (scale, monitor) = crate::monitor::Scale::new(&config.scale)?;
-        crate::monitor::spawn(
+        crate::monitor::start(
             &scale,
             monitor,
             crate::monitor::LoopParts {
@@ -126,7 +126,8 @@ impl Node {
                 data_dir: config.data_dir.clone(),
                 alerting: config.alerting.clone(),
             },
-        )?;
+        )
+        .await?;
         let node = Node {
             published,
             owner,
@@ -182,6 +183,10 @@ impl Node {
             .route("/v1/scale/status", get(scale::status))
             .route("/v1/scale/alerts", get(scale::alerts))
             .route("/v1/scale/alerts/history", get(scale::alert_history))
+            .route(
+                "/v1/scale/limits",
+                get(scale::limits).put(scale::record_limits),
+            )
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz))
             .route("/openapi.json", get(openapi::openapi_json))

@@ -8,10 +8,12 @@
 //! state, so an alert that was firing does not notify a second time.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use dynscale_core::certify::ScaleReport;
 use dynscale_core::scale::{
     AlertKey, AlertState, Effect, Gauges, Level, Notification, Phase, RecorderConfig, ScaleConfig,
     ScaleConfigError, ScaleMonitor, ScaleStatus, ShardedRecorder, Transition, UnixMs,
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::admission::Admission;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::owner::{Command, OwnerHandle};
 use crate::recorder::Audit;
@@ -84,6 +87,8 @@ pub struct Scale {
     status: ArcSwapOption<ScaleStatus>,
     alerts: ArcSwap<Vec<AlertView>>,
     evaluate_every: Duration,
+    /// The certified throughput (`f64` bits; 0 when never certified).
+    certified_rps: AtomicU64,
     /// What the loop reads and writes; held here, not by the loop, so that dropping
     /// the node releases the audit log and the store.
     parts: std::sync::OnceLock<LoopParts>,
@@ -104,6 +109,7 @@ impl Scale {
             status: ArcSwapOption::empty(),
             alerts: ArcSwap::from_pointee(Vec::new()),
             evaluate_every: config.evaluate_every,
+            certified_rps: AtomicU64::new(0),
             parts: std::sync::OnceLock::new(),
         };
         Ok((Arc::new(scale), monitor))
@@ -112,6 +118,22 @@ impl Scale {
     /// The last evaluation, if one has run.
     pub fn status(&self) -> Option<Arc<ScaleStatus>> {
         self.status.load_full()
+    }
+
+    /// Sets the throughput this node was certified for (the throughput signal's
+    /// capacity).
+    pub fn set_certified_rps(&self, rps: Option<f64>) {
+        let bits = rps
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map_or(0, f64::to_bits);
+        self.certified_rps.store(bits, Ordering::Relaxed);
+    }
+
+    fn certified_rps(&self) -> Option<f64> {
+        match self.certified_rps.load(Ordering::Relaxed) {
+            0 => None,
+            bits => Some(f64::from_bits(bits)),
+        }
     }
 
     /// Alerts pending, firing or just resolved at the last evaluation.
@@ -132,79 +154,101 @@ pub(crate) struct LoopParts {
     pub alerting: AlertingSettings,
 }
 
-/// Starts the loop; it ends when the node's [`Scale`] is dropped.
-pub(crate) fn spawn(
+/// Restores the alert states, runs the first evaluation (so `/v1/scale/status` has
+/// an answer as soon as the node serves), then starts the loop; it ends when the
+/// node's [`Scale`] is dropped.
+pub(crate) async fn start(
     scale: &Arc<Scale>,
-    monitor: ScaleMonitor,
+    mut monitor: ScaleMonitor,
     parts: LoopParts,
 ) -> Result<(), MonitorStartError> {
     let webhook = match &parts.alerting.webhook_url {
         Some(url) => {
-            let parsed = reqwest::Url::parse(url).map_err(|e| MonitorStartError::Webhook {
+            let fail = |reason: String| MonitorStartError::Webhook {
                 url: url.clone(),
-                reason: e.to_string(),
-            })?;
+                reason,
+            };
+            let parsed = reqwest::Url::parse(url).map_err(|e| fail(e.to_string()))?;
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_millis(parts.alerting.webhook_timeout_ms))
                 .build()
-                .map_err(|e| MonitorStartError::Webhook {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| fail(e.to_string()))?;
             Some((client, parsed))
         }
         None => None,
     };
-    let store = Arc::clone(&parts.store);
-    // `spawn` runs once per node, so the cell is empty.
+    restore(&mut monitor, parts.store.as_ref()).await;
+    match latest_report(parts.store.as_ref()).await {
+        Ok(report) => scale.set_certified_rps(report.and_then(|r| r.limit).map(|l| l.max_rps)),
+        Err(e) => tracing::error!(error = %e, "reading the latest scale report"),
+    }
+    // `start` runs once per node, so the cell is empty.
     let _ = scale.parts.set(parts);
+    evaluate(scale, &mut monitor, webhook.as_ref()).await;
     let weak = Arc::downgrade(scale);
     let every = scale.evaluate_every;
-    tokio::spawn(run(weak, monitor, store, webhook, every));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(scale) = weak.upgrade() else { break };
+            evaluate(&scale, &mut monitor, webhook.as_ref()).await;
+        }
+    });
     Ok(())
 }
 
-async fn run(
-    weak: Weak<Scale>,
-    mut monitor: ScaleMonitor,
-    store: Arc<dyn StateStore>,
-    webhook: Option<(reqwest::Client, reqwest::Url)>,
-    every: Duration,
+/// One evaluation: publish the status and alerts, then record the transitions and
+/// send the notifications.
+async fn evaluate(
+    scale: &Scale,
+    monitor: &mut ScaleMonitor,
+    webhook: Option<&(reqwest::Client, reqwest::Url)>,
 ) {
-    restore(&mut monitor, store.as_ref()).await;
-    drop(store);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(scale) = weak.upgrade() else { break };
-        let Some(parts) = scale.parts.get() else {
-            break;
-        };
-        let now = unix_now();
-        let gauges = gauges(parts);
-        let stats = scale.recorder.stats(now);
-        let packs = scale.recorder.drain_packs();
-        let eval = monitor.evaluate(now, &gauges, &stats, &packs);
-        scale.alerts.store(Arc::new(views(&monitor)));
-        parts.metrics.set_alerts(&monitor);
-        scale.status.store(Some(Arc::new(eval.status)));
-        let owner = parts.owner.clone();
-        drop(scale);
-        for effect in eval.effects {
-            match effect {
-                Effect::Record(t) => record(&owner, t).await,
-                Effect::Notify(n) => notify(webhook.as_ref(), n),
-            }
+    let Some(parts) = scale.parts.get() else {
+        return;
+    };
+    let now = unix_now();
+    let gauges = gauges(parts, scale.certified_rps());
+    let stats = scale.recorder.stats(now);
+    let packs = scale.recorder.drain_packs();
+    let eval = monitor.evaluate(now, &gauges, &stats, &packs);
+    scale.alerts.store(Arc::new(views(monitor)));
+    parts.metrics.set_alerts(monitor);
+    scale.status.store(Some(Arc::new(eval.status)));
+    for effect in eval.effects {
+        match effect {
+            Effect::Record(t) => record(&parts.owner, t).await,
+            Effect::Notify(n) => notify(webhook, n),
         }
     }
+}
+
+/// The event kind that records a scale report.
+pub(crate) const CERTIFIED: &str = "scale.certified";
+
+/// The latest scale report recorded on this node, if any.
+pub(crate) async fn latest_report(store: &dyn StateStore) -> Result<Option<ScaleReport>, ApiError> {
+    let Some(event) = store.recent_events(CERTIFIED, 1).await?.pop() else {
+        return Ok(None);
+    };
+    let mut detail = event.detail;
+    if let Some(map) = detail.as_object_mut() {
+        // Added when the event was recorded; not part of the report.
+        map.remove("audit_index");
+        map.remove("unaudited");
+    }
+    serde_json::from_value(detail)
+        .map(Some)
+        .map_err(|e| ApiError::Internal(format!("stored scale report {}: {e}", event.id)))
 }
 
 fn unix_now() -> UnixMs {
     UnixMs::from_datetime(OffsetDateTime::now_utc())
 }
 
-fn gauges(parts: &LoopParts) -> Gauges {
+fn gauges(parts: &LoopParts, certified_rps: Option<f64>) -> Gauges {
     let log = parts.audit.log();
     let (used, capacity) = match log.max_bytes() {
         Some(cap) => (log.used_bytes(), Some(cap)),
@@ -219,7 +263,7 @@ fn gauges(parts: &LoopParts) -> Gauges {
     Gauges {
         in_flight: parts.admission.in_flight() as u64,
         in_flight_limit: Some(parts.admission.limit() as u64),
-        throughput_capacity_per_s: None,
+        throughput_capacity_per_s: certified_rps,
         audit_queue_depth: log.queue_depth() as u64,
         audit_queue_capacity: Some(AuditConfig::new("", "").queue as u64),
         storage_used_bytes: used,

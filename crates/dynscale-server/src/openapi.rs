@@ -28,6 +28,7 @@ use crate::routes::{audit, authzen, controls, decide, health, policies, scale};
         audit::checkpoint, audit::pubkey, audit::entries, audit::decision,
         audit::inclusion, audit::consistency,
         scale::metrics, scale::status, scale::alerts, scale::alert_history,
+        scale::limits, scale::record_limits,
         health::healthz, health::readyz, openapi_json,
     ),
     tags(

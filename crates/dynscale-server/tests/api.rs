@@ -676,6 +676,8 @@ async fn openapi_covers_every_route() {
         ("/v1/scale/status", "get"),
         ("/v1/scale/alerts", "get"),
         ("/v1/scale/alerts/history", "get"),
+        ("/v1/scale/limits", "get"),
+        ("/v1/scale/limits", "put"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/openapi.json", "get"),

@@ -90,6 +90,31 @@ pub enum Command {
     /// on the node.
     #[command(after_help = CERTIFY_HELP)]
     Certify(CertifyArgs),
+    /// The node's scale signals with their GREEN/YELLOW/ORANGE/RED levels, and its
+    /// alerts.
+    #[command(subcommand)]
+    Scale(ScaleCommand),
+}
+
+/// `dynscale scale …`.
+#[derive(Debug, Subcommand)]
+pub enum ScaleCommand {
+    /// Each signal (concurrency, throughput, latency p99, audit queue, storage,
+    /// time to full) with its value and level, decision latency percentiles and
+    /// admission.
+    Status(ScaleArgs),
+    /// Alerts pending, firing or just resolved, with owner and response deadline.
+    Alerts(ScaleArgs),
+}
+
+/// `dynscale scale status|alerts`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Print the node's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
 }
 
 const LOADGEN_HELP: &str = "\

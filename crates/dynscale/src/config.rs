@@ -261,6 +261,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_configuration_example_is_a_valid_configuration() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Configuration")
+            .nth(1)
+            .expect("a Configuration section");
+        let example = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a TOML example");
+        let config = parse_toml(Path::new("README.md"), example).expect("the example parses");
+        assert_eq!(config.admission.max_in_flight, 1024);
+        assert_eq!(config.scale.rules.len(), 1);
+        dynscale_core::scale::ScaleMonitor::new(config.scale, 0).expect("valid [scale]");
+    }
+
+    #[test]
     fn bad_environment_values_name_the_variable() {
         for (name, value) in [
             ("DYNSCALE_LISTEN", "localhost"),

@@ -62,5 +62,6 @@ fn dispatch(command: &Command) -> Result<Exit> {
         Command::Audit(command) => commands::audit::run(command),
         Command::Loadgen(args) => commands::loadgen::run(args),
         Command::Certify(args) => commands::certify::run(args),
+        Command::Scale(command) => commands::scale::run(command),
     }
 }

@@ -35,6 +35,10 @@ fn help_lists_every_command() {
         "escalation",
         "kill",
         "events",
+        "audit",
+        "loadgen",
+        "certify",
+        "scale",
     ] {
         assert!(
             text.lines()
@@ -269,4 +273,47 @@ fn end_to_end_push_decide_and_kill() {
     for kind in ["policy.pushed", "kill.set", "kill.released"] {
         assert!(events.contains(kind), "events lack {kind}:\n{events}");
     }
+}
+
+#[test]
+fn scale_status_and_alerts_read_a_running_node() {
+    let dir = tempdir();
+    let node = Node::start(dir.path());
+    // The first evaluation runs as the node starts; `status` names every signal.
+    let out = expect(dir.path(), &["scale", "status", "--url", &node.url], 0);
+    let text = stdout(&out);
+    for signal in [
+        "concurrency",
+        "throughput",
+        "latency_p99",
+        "audit_queue",
+        "storage",
+        "time_to_full",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(signal)),
+            "no {signal} row:\n{text}"
+        );
+    }
+    assert!(text.contains(" of 1024 in flight"), "{text}");
+    assert!(
+        !text.contains("\x1b["),
+        "no colour codes when not on a terminal"
+    );
+    let json = stdout(&expect(
+        dir.path(),
+        &["scale", "status", "--json", "--url", &node.url],
+        0,
+    ));
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(parsed["admission"]["limit"], 1024);
+    let alerts = stdout(&expect(
+        dir.path(),
+        &["scale", "alerts", "--url", &node.url],
+        0,
+    ));
+    assert!(
+        alerts == "no alerts\n" || alerts.starts_with("ALERT"),
+        "{alerts}"
+    );
 }

@@ -378,7 +378,7 @@ mod tests {
     use serde_json::json;
 
     fn policy(yaml: &str) -> Arc<CheckedPolicy> {
-        Arc::new(check_document(yaml, "test", None).expect("valid policy"))
+        Arc::new(check_document("test", yaml, None).expect("valid policy"))
     }
 
     const PAY: &str = r#"

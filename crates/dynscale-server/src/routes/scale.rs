@@ -8,14 +8,17 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use dynscale_core::certify::{REPORT_FORMAT, ScaleReport};
 use dynscale_core::scale::ScaleStatus;
-use dynscale_store::StoredEvent;
+use dynscale_store::{NewEvent, StoredEvent};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::monitor::AlertView;
 use crate::node::Node;
-use crate::wire::Params;
+use crate::owner::Command;
+use crate::wire::{Body, Params, decode};
 
 /// The metric text exposition (OpenMetrics text, which Prometheus scrapes).
 #[utoipa::path(get, path = "/metrics", tag = "scale",
@@ -124,4 +127,58 @@ pub async fn alert_history(
     }
     let transitions = node.store.recent_events("alert.", limit).await?;
     Ok(Json(AlertHistory { transitions }))
+}
+
+/// The latest scale report (`dynscale certify`): the measured limits of this node.
+#[utoipa::path(get, path = "/v1/scale/limits", tag = "scale",
+    responses((status = 200, body = Object, description = "The scale report"),
+        (status = 404, body = crate::error::Problem, description = "Never certified")))]
+pub async fn limits(State(node): State<Node>) -> Result<Json<ScaleReport>, ApiError> {
+    crate::monitor::latest_report(node.store.as_ref())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound {
+            what: "a scale report (run `dynscale certify --url …` against this node)".into(),
+        })
+}
+
+/// What recording a report did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Recorded {
+    /// The event that holds the report.
+    pub event: u64,
+}
+
+/// Records a scale report measured by `dynscale certify`; the throughput signal's
+/// capacity is its limit from now on.
+#[utoipa::path(put, path = "/v1/scale/limits", tag = "scale", request_body = Object,
+    responses((status = 200, body = Recorded), (status = 422, body = crate::error::Problem)))]
+pub async fn record_limits(
+    State(node): State<Node>,
+    Body(body): Body,
+) -> Result<Json<Recorded>, ApiError> {
+    let report: ScaleReport = decode(&body)?;
+    if report.format != REPORT_FORMAT {
+        return Err(ApiError::invalid(
+            "format",
+            format!(
+                "report format {} is not the one this node reads ({REPORT_FORMAT})",
+                report.format
+            ),
+        ));
+    }
+    let detail = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let event = NewEvent {
+        at: OffsetDateTime::now_utc(),
+        kind: crate::monitor::CERTIFIED.into(),
+        subject: report.node_url.clone(),
+        detail,
+    };
+    let id = node
+        .owner
+        .call(|reply| Command::Record { event, reply })
+        .await?;
+    node.scale
+        .set_certified_rps(report.limit.as_ref().map(|l| l.max_rps));
+    Ok(Json(Recorded { event: id }))
 }
