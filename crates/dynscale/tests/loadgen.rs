@@ -327,3 +327,82 @@ fn certify_writes_a_scale_report() {
         );
     }
 }
+
+/// Overload: open-loop load far above a small admission limit. Every request gets an
+/// answer (a decision or a 429, never a timeout or a 5xx), the node sheds instead of
+/// falling over, and admission resumes once the load stops.
+#[test]
+fn overload_is_shed_with_429_and_admission_resumes() {
+    let dir = tempdir();
+    let config = write(
+        dir.path(),
+        "node.toml",
+        "[admission]\nmax_in_flight = 4\nreserved_share = 0.25\n",
+    );
+    let config = config.to_string_lossy().into_owned();
+    let node = Node::start_with(dir.path(), &["--config", &config]);
+    for p in POLICIES {
+        let file = format!("{EXAMPLES}/{p}.yaml");
+        expect(
+            dir.path(),
+            &["policy", "push", "--url", &node.url, &file],
+            0,
+        );
+    }
+    let (summary, _) = loadgen(
+        dir.path(),
+        &node,
+        &["--rps", "3000", "--duration", "4s", "--connections", "64"],
+        0,
+    );
+    let (sent, answered, errors) = (
+        count(&summary, "sent"),
+        count(&summary, "answered"),
+        count(&summary, "errors"),
+    );
+    assert_eq!(sent, answered + errors, "{summary}");
+    let kinds = summary["error_kinds"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let shed = kinds.get("status 429").and_then(Value::as_u64).unwrap_or(0);
+    assert!(
+        shed > 0,
+        "load above the limit must be shed with 429: {summary}"
+    );
+    assert_eq!(
+        kinds.keys().filter(|k| *k != "status 429").count(),
+        0,
+        "every request answered with a decision or a 429: {summary}"
+    );
+    assert!(answered > 0, "admitted requests were decided: {summary}");
+
+    // The node is alive, counted what it shed, and admits again.
+    let metrics = reqwest::blocking::get(format!("{}/metrics", node.url))
+        .and_then(|r| r.text())
+        .expect("metrics");
+    let rejected: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dynscale_admission_rejections_total{class=\"decision\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(rejected >= shed as f64, "{rejected} < {shed}");
+    let out = expect(
+        dir.path(),
+        &[
+            "decide",
+            "--url",
+            &node.url,
+            "--agent",
+            "a1",
+            "--action",
+            "tool.call",
+            "--namespace",
+            "tools.search.eng.usa.acme",
+            "--context",
+            r#"{"readonly": true}"#,
+        ],
+        0,
+    );
+    assert!(stdout(&out).contains("allow"), "{}", stdout(&out));
+}
