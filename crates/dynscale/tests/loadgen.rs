@@ -32,7 +32,12 @@ const OUTCOMES: [&str; 6] = [
 
 /// A node with the example policies pushed.
 fn node_with_policies(dir: &Path) -> Node {
-    let node = Node::start(dir);
+    started_with_policies(dir, &[])
+}
+
+/// A node started with extra `serve` flags, with the example policies pushed.
+fn started_with_policies(dir: &Path, serve: &[&str]) -> Node {
+    let node = Node::start_with(dir, serve);
     for p in POLICIES {
         let file = format!("{EXAMPLES}/{p}.yaml");
         expect(dir, &["policy", "push", "--url", &node.url, &file], 0);
