@@ -42,7 +42,7 @@ namespace, node unreachable).";
 /// dynscale: a real-time policy decision node for fleets of AI agents.
 ///
 /// Before an agent acts, it asks dynscale; dynscale answers allow, warn, deny,
-/// quarantine or escalate from the policies pushed to it. This binary runs a node
+/// throttle, quarantine or escalate from the policies pushed to it. This binary runs a node
 /// (`serve`) and administers one (every other command).
 #[derive(Debug, Parser)]
 #[command(name = "dynscale", version, after_help = EXAMPLES)]
