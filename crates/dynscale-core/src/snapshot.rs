@@ -19,6 +19,10 @@ use crate::namespace::Scope;
 use crate::policy::{CedarRule, CheckedPolicy, RuleEffect};
 use crate::request::ActionRequest;
 
+/// The maps a decision reads (trie children, actions, rule metadata): keys are short
+/// strings and ids, for which foldhash is several times cheaper than SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The decision when no policy applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,15 +138,15 @@ struct ScopeEntry {
     /// order, so a rebuild of the entry reuses the rewrites of unchanged members.
     rewritten: Vec<Arc<[cedar_policy::Policy]>>,
     any: Sets,
-    by_action: HashMap<String, Sets>,
-    meta: HashMap<PolicyId, RuleMeta>,
+    by_action: FastMap<String, Sets>,
+    meta: FastMap<PolicyId, RuleMeta>,
 }
 
 /// A node of the scope trie. Children are shared between snapshots (`Arc`), so a
 /// patch copies only the nodes on the paths it changes.
 #[derive(Debug, Default, Clone)]
 struct Node {
-    literal: HashMap<Box<str>, Arc<Node>>,
+    literal: FastMap<Box<str>, Arc<Node>>,
     wildcard: Option<Arc<Node>>,
     entry: Option<Arc<ScopeEntry>>,
 }
@@ -225,20 +229,29 @@ const MERGED_LIMIT: usize = 1 << 16;
 /// another; a patch prunes the items holding entries it replaced.
 #[derive(Debug, Default)]
 struct MergedCache {
-    map: RwLock<HashMap<Box<[usize]>, Arc<Merged>, foldhash::fast::RandomState>>,
+    map: RwLock<FastMap<Box<[usize]>, Arc<Merged>>>,
 }
 
 impl MergedCache {
     fn get_or_build(&self, chosen: &[(&Arc<ScopeEntry>, &Sets)]) -> Result<Arc<Merged>, String> {
-        let key: Box<[usize]> = chosen
-            .iter()
-            .map(|(_, s)| std::ptr::from_ref::<Sets>(s) as usize)
-            .collect();
+        let address = |(_, s): &(&Arc<ScopeEntry>, &Sets)| std::ptr::from_ref::<Sets>(s) as usize;
+        // The key on the stack for the usual few scopes: a hit allocates nothing.
+        let mut inline = [0usize; 8];
+        let spilled: Vec<usize>;
+        let key: &[usize] = if chosen.len() <= inline.len() {
+            for (slot, c) in inline.iter_mut().zip(chosen) {
+                *slot = address(c);
+            }
+            &inline[..chosen.len()]
+        } else {
+            spilled = chosen.iter().map(address).collect();
+            &spilled
+        };
         if let Some(m) = self
             .map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
+            .get(key)
         {
             return Ok(Arc::clone(m));
         }
@@ -260,7 +273,7 @@ impl MergedCache {
         if map.len() >= MERGED_LIMIT {
             map.clear();
         }
-        map.insert(key, Arc::clone(&merged));
+        map.insert(Box::from(key), Arc::clone(&merged));
         Ok(merged)
     }
 
@@ -655,7 +668,7 @@ fn build_entry(
     members: Vec<Arc<CheckedPolicy>>,
     previous: Option<&ScopeEntry>,
 ) -> Result<ScopeEntry, CompileError> {
-    let mut meta = HashMap::new();
+    let mut meta = FastMap::default();
     let mut rewritten = Vec::with_capacity(members.len());
     // (rule as evaluated, policy label) for any-action and per-action rules.
     let mut any: Vec<(&cedar_policy::Policy, &Arc<str>)> = Vec::new();
@@ -732,7 +745,7 @@ fn build_entry(
     let by_action = specific
         .iter()
         .map(|(k, items)| Ok((k.clone(), build(&mut any.iter().chain(items.iter()))?)))
-        .collect::<Result<HashMap<_, _>, CompileError>>()?;
+        .collect::<Result<FastMap<_, _>, CompileError>>()?;
     let any = build(&mut any.iter())?;
     Ok(ScopeEntry {
         rewritten,

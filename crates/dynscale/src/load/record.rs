@@ -122,6 +122,8 @@ pub enum Answer {
 pub struct Recorder {
     seconds: Vec<Second>,
     total: Histogram<u64>,
+    /// Latency of the requests answered with decisions (not shed or failed).
+    decided: Histogram<u64>,
     /// Decisions that were due but not sent before the run's hard deadline.
     pub unsent: u64,
     pub error_kinds: BTreeMap<String, u64>,
@@ -133,6 +135,7 @@ impl Recorder {
         Self {
             seconds: (0..seconds.max(1)).map(|_| Second::new()).collect(),
             total: histogram(),
+            decided: histogram(),
             unsent: 0,
             error_kinds: BTreeMap::new(),
         }
@@ -151,6 +154,7 @@ impl Recorder {
                 outcomes,
                 item_errors,
             } => {
+                record_latency(&mut self.decided, latency);
                 row.answered += outcomes.len() as u64;
                 row.errors += item_errors;
                 for o in outcomes {
@@ -251,6 +255,9 @@ impl Recorder {
             p99_us: q(0.99),
             p999_us: q(0.999),
             max_us: if sent == 0 { 0 } else { self.total.max() },
+            admitted_p50_us: self.decided.value_at_quantile(0.5),
+            admitted_p99_us: self.decided.value_at_quantile(0.99),
+            admitted_max_us: self.decided.max(),
         }
     }
 }
@@ -279,6 +286,11 @@ pub struct Summary {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// Latency of the requests answered with decisions only, leaving out those shed
+    /// (429) or failed: what admitted traffic saw under overload.
+    pub admitted_p50_us: u64,
+    pub admitted_p99_us: u64,
+    pub admitted_max_us: u64,
 }
 
 impl Summary {
@@ -326,6 +338,15 @@ impl Summary {
             fmt_us(self.p999_us),
             fmt_us(self.max_us)
         );
+        if self.errors > 0 {
+            let _ = writeln!(
+                out,
+                "admitted:  p50 {}  p99 {}  max {} (requests answered with decisions)",
+                fmt_us(self.admitted_p50_us),
+                fmt_us(self.admitted_p99_us),
+                fmt_us(self.admitted_max_us)
+            );
+        }
         let outcomes: Vec<String> = Outcome::ALL
             .iter()
             .map(|o| {
@@ -439,6 +460,13 @@ mod tests {
         assert!(s.p50_us >= 2_990 && s.p50_us <= 3_010, "{}", s.p50_us);
         assert!(s.max_us >= 399_000, "{}", s.max_us);
         assert!(s.render().contains("warn 1"), "{}", s.render());
+        // The failed request (400 ms) is left out of the admitted latency.
+        assert!(
+            s.admitted_max_us >= 4_990 && s.admitted_max_us <= 5_010,
+            "{}",
+            s.admitted_max_us
+        );
+        assert!(s.render().contains("admitted:"), "{}", s.render());
     }
 
     #[test]
