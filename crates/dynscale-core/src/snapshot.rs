@@ -8,9 +8,10 @@
 //! matching scope are merged into one set, built on first use and cached.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use cedar_policy::{ActionConstraint, Authorizer, Effect, PolicyId, PolicySet};
+use cedar_policy::{ActionConstraint, AuthorizationError, Authorizer, Effect, PolicyId, PolicySet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -110,6 +111,8 @@ enum Kind {
 
 #[derive(Debug)]
 struct RuleMeta {
+    /// The rule's id in its document (`name@version#rule`), which errors name.
+    source: PolicyId,
     policy: Arc<str>,
     rule: RuleId,
     effect: RuleEffect,
@@ -118,10 +121,10 @@ struct RuleMeta {
 
 /// The Cedar rules to evaluate for one action (or for any action) in one scope.
 ///
-/// Every rule is in one set, forbids rewritten as permits with the same id and
-/// conditions: a single Cedar call then reports every satisfied rule (Cedar reports
-/// only the deciding side's rules), and [`RuleMeta`] says which were forbids,
-/// permits or advisories.
+/// Every rule is in one set, forbids rewritten as permits with the same conditions,
+/// each under a short id (see [`as_evaluated`]): a single Cedar call then reports
+/// every satisfied rule (Cedar reports only the deciding side's rules), and
+/// [`RuleMeta`] says which were forbids, permits or advisories.
 #[derive(Debug, Default)]
 struct Sets {
     rules: PolicySet,
@@ -603,8 +606,20 @@ impl Hits {
                 Kind::Advisory => self.advisories.push(hit),
             }
         }
-        // Cedar skips a policy whose evaluation errors; report which and why.
-        self.errors.extend(diag.errors().map(|e| e.to_string()));
+        // Cedar skips a policy whose evaluation errors; report which (by its id in the
+        // document) and why.
+        self.errors.extend(diag.errors().map(|e| match e {
+            AuthorizationError::PolicyEvaluationError(err) => {
+                match from.iter().find_map(|(e, _)| e.meta.get(err.policy_id())) {
+                    Some(m) => format!(
+                        "error while evaluating policy `{}`: {}",
+                        m.source,
+                        err.inner()
+                    ),
+                    None => e.to_string(),
+                }
+            }
+        }));
     }
 
     fn finish(mut self, default: DefaultDecision) -> Evaluation {
@@ -685,16 +700,15 @@ fn build_entry(
             None => p
                 .cedar
                 .iter()
-                .map(|rule| match rule.policy.effect() {
-                    Effect::Permit => Ok(rule.policy.clone()),
-                    Effect::Forbid => as_permit(&rule.policy).map_err(|reason| CompileError {
+                .map(|rule| {
+                    as_evaluated(&rule.policy).map_err(|reason| CompileError {
                         policy: label.to_string(),
                         reason,
-                    }),
+                    })
                 })
                 .collect::<Result<Arc<[_]>, _>>()?,
         };
-        for rule in &p.cedar {
+        for (rule, evaluated) in p.cedar.iter().zip(rules.iter()) {
             let kind = if rule.is_advisory() {
                 Kind::Advisory
             } else if rule.policy.effect() == Effect::Forbid {
@@ -703,8 +717,9 @@ fn build_entry(
                 Kind::Permit
             };
             meta.insert(
-                rule.policy.id().clone(),
+                evaluated.id().clone(),
                 RuleMeta {
+                    source: rule.policy.id().clone(),
                     policy: Arc::clone(&label),
                     rule: rule.rule.clone(),
                     effect: rule.effect,
@@ -756,11 +771,25 @@ fn build_entry(
     })
 }
 
-/// Rewrites a forbid as a permit with the same id and conditions.
-fn as_permit(policy: &cedar_policy::Policy) -> Result<cedar_policy::Policy, String> {
+/// The next id of [`as_evaluated`]; ids are never reused within the process, so the
+/// rules of any scopes merged into one set have distinct ids.
+static NEXT_RULE_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A rule as decisions evaluate it: a permit (a forbid is rewritten as a permit with
+/// the same conditions) under a short id unique in the process. Cedar clones and hashes
+/// each evaluated rule's id; up to 23 bytes it is stored inline, where the documents'
+/// `name@version#rule` ids are usually longer and reference-counted.
+fn as_evaluated(policy: &cedar_policy::Policy) -> Result<cedar_policy::Policy, String> {
+    let id = PolicyId::new(format!(
+        "r{:x}",
+        NEXT_RULE_ID.fetch_add(1, Ordering::Relaxed)
+    ));
+    if policy.effect() == Effect::Permit {
+        return Ok(policy.new_id(id));
+    }
     let mut json = policy.to_json().map_err(|e| e.to_string())?;
     if let Some(effect) = json.get_mut("effect") {
         *effect = serde_json::Value::String("permit".into());
     }
-    cedar_policy::Policy::from_json(Some(policy.id().clone()), json).map_err(|e| e.to_string())
+    cedar_policy::Policy::from_json(Some(id), json).map_err(|e| e.to_string())
 }
