@@ -37,7 +37,9 @@ use crate::admission::Admission;
 use crate::metrics::Metrics;
 use crate::owner::Owner;
 use crate::recorder::{Audit, AuditStartError};
-use crate::routes::{audit, authzen, controls, decide, health, policies, rollouts as rollout_routes, scale};
+use crate::routes::{
+    audit, authzen, controls, decide, health, policies, rollouts as rollout_routes, scale,
+};
 use crate::wire::BodyLimit;
 
 /// Why a node could not start.
@@ -178,7 +180,10 @@ impl Node {
             .route("/v1/events", get(policies::events))
             .route("/v1/rollouts", get(rollout_routes::list))
             .route("/v1/rollouts/{name}", get(rollout_routes::show))
-            .route("/v1/rollouts/{name}/{command}", post(rollout_routes::command))
+            .route(
+                "/v1/rollouts/{name}/{command}",
+                post(rollout_routes::command),
+            )
             .route("/v1/feedback", post(rollout_routes::feedback))
             .route("/v1/kill", get(controls::kill_list).post(controls::kill))
             .route("/v1/kill/release", post(controls::kill_release))

@@ -258,7 +258,16 @@ impl Node {
                 &action.namespace,
             );
             let rollout = route.map(|(r, arm)| {
-                self.measure(r, arm, decision_id, &d, policy_outcome, took, &controls, &action);
+                self.measure(
+                    r,
+                    arm,
+                    decision_id,
+                    &d,
+                    policy_outcome,
+                    took,
+                    &controls,
+                    &action,
+                );
                 RolloutArm {
                     name: r.name.to_string(),
                     arm: arm_name(arm).to_owned(),
@@ -346,7 +355,10 @@ impl Node {
         if !(req.latency_ms.is_finite() && req.latency_ms >= 0.0) {
             return Err(ApiError::invalid(
                 "latency_ms",
-                format!("{} is not a non-negative number of milliseconds", req.latency_ms),
+                format!(
+                    "{} is not a non-negative number of milliseconds",
+                    req.latency_ms
+                ),
             ));
         }
         let tag = self

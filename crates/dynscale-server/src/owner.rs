@@ -12,10 +12,10 @@ use arc_swap::ArcSwap;
 use cedar_policy::Schema;
 use dynscale_core::catalog::{ActivationPlan, Catalog, PushOptions, UpgradePath};
 use dynscale_core::controls::{ControlState, Escalation, EscalationStatus, KillScope, Quarantine};
-use dynscale_core::rollout::{Admission, BasisPoints, Command as RolloutCommand, UnixMillis};
 use dynscale_core::ids::{AgentId, PolicyName, SnapshotId};
 use dynscale_core::policy::{CheckedPolicy, check_document};
 use dynscale_core::request::AgentProfile;
+use dynscale_core::rollout::{Admission, BasisPoints, Command as RolloutCommand, UnixMillis};
 use dynscale_core::snapshot::{EngineConfig, Snapshot};
 use dynscale_store::{
     AgentRecord, ControlChange, NewEvent, PolicyChange, StateStore, StoredVersion,
@@ -138,7 +138,7 @@ pub enum Command {
         reply: Reply<()>,
     },
     /// An operator's command for a rollout.
-    RolloutCommand {
+    SteerRollout {
         name: PolicyName,
         command: RolloutCommand,
         now: UnixMillis,
@@ -403,7 +403,7 @@ impl Owner {
                 self.tick_rollouts(now, utilization).await;
                 let _ = reply.send(Ok(()));
             }
-            Command::RolloutCommand {
+            Command::SteerRollout {
                 name,
                 command,
                 now,
@@ -477,10 +477,7 @@ impl Owner {
         if !store {
             let mut done = self.activated(&plan);
             if admission == Admission::Rollout {
-                done.active = standing
-                    .iter()
-                    .map(|s| s.doc.version.to_string())
-                    .collect();
+                done.active = standing.iter().map(|s| s.doc.version.to_string()).collect();
                 done.removed.clear();
                 done.note = Some(format!(
                     "a push would start a `{}` rollout against the standing version",
@@ -502,13 +499,12 @@ impl Owner {
             source: text.to_owned(),
             pushed_at: now,
         };
-        if let (Admission::Rollout, Some(control)) = (admission, standing) {
-            if let Some(done) = self
+        if let (Admission::Rollout, Some(control)) = (admission, standing)
+            && let Some(done) = self
                 .start_rollout(&policy, control, version.clone(), now)
                 .await?
-            {
-                return Ok(done);
-            }
+        {
+            return Ok(done);
         }
         let detail = json!({
             "strategy": doc.activation.strategy.to_string(),

@@ -111,7 +111,9 @@ impl Meter {
     fn with(&self, id: Uuid, f: impl FnOnce(&mut Measurements)) {
         // The low bits of a v7 uuid are random.
         let i = (id.as_u128() % SHARDS as u128) as usize;
-        f(&mut self.shards[i].lock().unwrap_or_else(PoisonError::into_inner));
+        f(&mut self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner));
     }
 
     /// A decision the arm made: its outcome and evaluation time, or a failed
@@ -258,10 +260,27 @@ mod tests {
         let m = Meter::default();
         for n in 0..100u128 {
             let id = Uuid::from_u128(n);
-            m.decided(id, Arm::Candidate, Outcome::Deny, false, Duration::from_micros(5));
-            m.decided(id, Arm::Control, Outcome::Allow, n % 10 == 0, Duration::from_micros(5));
+            m.decided(
+                id,
+                Arm::Candidate,
+                Outcome::Deny,
+                false,
+                Duration::from_micros(5),
+            );
+            m.decided(
+                id,
+                Arm::Control,
+                Outcome::Allow,
+                n % 10 == 0,
+                Duration::from_micros(5),
+            );
             m.compared(id, Outcome::Allow, Some(Outcome::Deny));
-            m.feedback(id, Arm::Candidate, FeedbackResult::Failure, Duration::from_millis(3));
+            m.feedback(
+                id,
+                Arm::Candidate,
+                FeedbackResult::Failure,
+                Duration::from_millis(3),
+            );
         }
         m.failed(Uuid::from_u128(7), Arm::Candidate);
         let d = m.drain();

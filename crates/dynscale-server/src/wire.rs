@@ -231,7 +231,7 @@ pub struct DecideBatchRequest {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum DecideBatchItem {
-    Decision(DecideResponse),
+    Decision(Box<DecideResponse>),
     Error {
         #[schema(value_type = Object)]
         error: Value,

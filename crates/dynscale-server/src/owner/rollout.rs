@@ -22,7 +22,9 @@ use dynscale_core::rollout::{
     Phase, Plan, Record, Report, Rollout, Running, Stamped, Start, UnixMillis, Verdict,
 };
 use dynscale_core::snapshot::{InForceChange, Snapshot};
-use dynscale_store::{NewEvent, NewRollout, PolicyChange, RolloutFinish, RolloutStep, StoredVersion};
+use dynscale_store::{
+    NewEvent, NewRollout, PolicyChange, RolloutFinish, RolloutStep, StoredVersion,
+};
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -186,7 +188,10 @@ impl Owner {
                 .cloned()
                 .map_or_else(|| find(&r.control), Ok)?;
             let state = rollout::replay(&r.start, r.started_at, &r.events).map_err(|e| {
-                ApiError::Internal(format!("rollout {} of {} does not replay: {e}", r.id, r.name))
+                ApiError::Internal(format!(
+                    "rollout {} of {} does not replay: {e}",
+                    r.id, r.name
+                ))
             })?;
             let rollback_enforced_us = r
                 .finish
@@ -307,7 +312,11 @@ impl Owner {
     }
 
     /// Drains every running rollout's measurements and steps it at `now`.
-    pub(super) async fn tick_rollouts(&mut self, now: UnixMillis, utilization: Option<BasisPoints>) {
+    pub(super) async fn tick_rollouts(
+        &mut self,
+        now: UnixMillis,
+        utilization: Option<BasisPoints>,
+    ) {
         let names: Vec<PolicyName> = self.book.running.keys().cloned().collect();
         for name in names {
             let Some(t) = self.book.running.get(&name) else {

@@ -91,7 +91,7 @@ pub async fn command(
     let name = PolicyName::new(name);
     let status = node
         .owner
-        .call(|reply| Command::RolloutCommand {
+        .call(|reply| Command::SteerRollout {
             name,
             command,
             now,
