@@ -127,8 +127,6 @@ pub struct PushOptions {
     pub now: OffsetDateTime,
     /// Allows a major upgrade with `immediate` activation.
     pub force: bool,
-    /// The activation strategies this node supports.
-    pub strategies: &'static [Strategy],
 }
 
 /// What a push or rollback does to one name, once it is stored.
@@ -143,6 +141,61 @@ pub struct ActivationPlan {
     pub removed: Vec<semver::Version>,
     /// Whether `version` is stored for the first time (a push, not a rollback).
     pub is_new_version: bool,
+}
+
+/// How a version differs from the one before it on an upgrade path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionChange {
+    /// The name has no standing version to compare with.
+    First,
+    Patch,
+    Minor,
+    Major,
+}
+
+/// An active policy that depends on a name, and the versions it accepts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dependent {
+    /// `name@version` of the dependent.
+    pub policy: String,
+    pub requires: semver::VersionReq,
+}
+
+/// One pushed version on the way up from the standing version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpgradeStep {
+    pub version: semver::Version,
+    /// Against the step before (the standing version for the first step).
+    pub change: VersionChange,
+    /// A major upgrade: `immediate` activation needs `--force`; a rollout
+    /// strategy (shadow, canary, blue-green) does not.
+    pub needs_rollout_or_force: bool,
+    /// Every active dependent accepts it.
+    pub compatible: bool,
+    /// The dependents (`name@version`) whose range it is outside.
+    pub breaks: Vec<String>,
+}
+
+/// Where a policy name can move (`dynscale policy upgrade-path`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpgradePath {
+    pub name: PolicyName,
+    /// The standing version.
+    pub current: Option<semver::Version>,
+    /// Active policies that depend on the name; together their ranges are the
+    /// compatible range.
+    pub dependents: Vec<Dependent>,
+    /// Pushed versions inside every dependent's range, ascending.
+    pub compatible: Vec<semver::Version>,
+    /// Pushed versions above the standing one, ascending.
+    pub path: Vec<UpgradeStep>,
+    /// How many major versions a rollback may go back.
+    pub rollback_limit_majors: u64,
+    /// The lowest major version a rollback may reach.
+    pub rollback_floor_major: Option<u64>,
+    /// Pushed versions below the standing one that a rollback may reach, ascending.
+    pub rollback_targets: Vec<semver::Version>,
 }
 
 impl Catalog {
@@ -280,7 +333,7 @@ impl Catalog {
         let mut findings = Vec::new();
         self.check_version(candidate, &mut findings);
         self.check_policy_id(candidate, &mut findings);
-        check_strategy(candidate, opts, &mut findings);
+        self.check_strategy(candidate, opts.now, &mut findings);
         self.check_major_upgrade(candidate, opts, &mut findings);
         self.check_dependencies(candidate, &mut findings);
         self.check_cycle(candidate, &mut findings);
@@ -392,6 +445,108 @@ impl Catalog {
         })
     }
 
+    /// The plan that makes `candidate`, a stored version rolled out beside the
+    /// name's standing version, the only active version of its name. Its checks ran
+    /// when it was pushed, and the name cannot change while its rollout runs.
+    pub fn plan_promotion(&self, candidate: &Arc<CheckedPolicy>) -> ActivationPlan {
+        let doc = &candidate.doc;
+        let removed = self
+            .active
+            .get(&doc.name)
+            .into_iter()
+            .flat_map(BTreeMap::keys)
+            .filter(|v| **v != doc.version)
+            .cloned()
+            .collect();
+        ActivationPlan {
+            name: doc.name.clone(),
+            version: doc.version.clone(),
+            policy: Arc::clone(candidate),
+            active_after: vec![Arc::clone(candidate)],
+            removed,
+            is_new_version: false,
+        }
+    }
+
+    /// The standing version of a name (the one a rollout compares against).
+    pub fn standing_version(&self, name: &PolicyName) -> Option<&Arc<CheckedPolicy>> {
+        self.standing(name)
+    }
+
+    /// Where a name can go from its standing version: the versions its dependents
+    /// accept, the pushed versions above it in order (majors marked), and how far
+    /// back a rollback may go. `None` when nothing was ever pushed under the name.
+    pub fn upgrade_path(&self, name: &PolicyName) -> Option<UpgradePath> {
+        let pushed = self.known_versions(name);
+        if pushed.is_empty() {
+            return None;
+        }
+        let current = self.standing(name).map(|p| p.doc.version.clone());
+        let mut dependents = Vec::new();
+        for p in self.active() {
+            for dep in &p.doc.dependencies {
+                if dep.policy == *name {
+                    dependents.push(Dependent {
+                        policy: p.version_ref().to_string(),
+                        requires: dep.version.clone(),
+                    });
+                }
+            }
+        }
+        let accepted = |v: &semver::Version| dependents.iter().all(|d| d.requires.matches(v));
+        let compatible = pushed
+            .iter()
+            .filter(|v| accepted(v))
+            .map(|v| (*v).clone())
+            .collect();
+        let mut path = Vec::new();
+        let mut from = current.clone();
+        for v in pushed
+            .iter()
+            .filter(|v| current.as_ref().is_none_or(|c| **v > c))
+        {
+            let change = match &from {
+                Some(f) if v.major > f.major => VersionChange::Major,
+                Some(f) if v.major == f.major && v.minor > f.minor => VersionChange::Minor,
+                Some(_) => VersionChange::Patch,
+                None => VersionChange::First,
+            };
+            path.push(UpgradeStep {
+                version: (*v).clone(),
+                change,
+                needs_rollout_or_force: change == VersionChange::Major,
+                compatible: accepted(v),
+                breaks: dependents
+                    .iter()
+                    .filter(|d| !d.requires.matches(v))
+                    .map(|d| d.policy.clone())
+                    .collect(),
+            });
+            from = Some((*v).clone());
+        }
+        let rollback_floor_major = current
+            .as_ref()
+            .map(|c| c.major.saturating_sub(ROLLBACK_MAJOR_LIMIT));
+        let rollback_targets = match (&current, rollback_floor_major) {
+            (Some(c), Some(floor)) => pushed
+                .iter()
+                .filter(|v| **v < c && v.major >= floor)
+                .map(|v| (*v).clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(UpgradePath {
+            name: name.clone(),
+            current,
+            dependents,
+            compatible,
+            path,
+            rollback_limit_majors: ROLLBACK_MAJOR_LIMIT,
+            rollback_floor_major,
+            rollback_targets,
+        })
+    }
+
     /// Applies a plan that has been stored. A new version is also recorded as pushed,
     /// so the next push is checked against it even if the caller forgets to.
     pub fn apply(&mut self, plan: &ActivationPlan) {
@@ -460,6 +615,49 @@ impl Catalog {
             .filter_map(|name| self.active.get(name))
             .flat_map(BTreeMap::values)
             .filter(move |p| !has_ended(p, now) && window.overlaps(&window_of(p)))
+    }
+
+    /// A progressive strategy (shadow, canary, blue-green) compares the candidate with
+    /// the standing version it replaces, so it applies to standing versions only, and
+    /// only while the name has no scheduled version that could be in force instead.
+    fn check_strategy(
+        &self,
+        candidate: &CheckedPolicy,
+        now: OffsetDateTime,
+        findings: &mut Vec<Diagnostic>,
+    ) {
+        let doc = &candidate.doc;
+        let strategy = doc.activation.strategy;
+        if strategy == Strategy::Immediate {
+            return;
+        }
+        let why = if doc.validity.is_some() {
+            format!(
+                "activation strategy `{strategy}` does not apply to a scheduled version (one \
+                 with `validity`): it is in force by its window; use `immediate`"
+            )
+        } else if let Some(s) = self
+            .active
+            .get(&doc.name)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .find(|p| p.doc.validity.is_some() && !has_ended(p, now))
+        {
+            format!(
+                "activation strategy `{strategy}` compares {} with its standing version, but \
+                 the scheduled {}@{} can be in force instead; push with `immediate`, or after \
+                 its window",
+                doc.name, s.doc.name, s.doc.version
+            )
+        } else {
+            return;
+        };
+        let pos = key_position(&candidate.source, "strategy")
+            .or_else(|| key_position(&candidate.source, "activation"));
+        findings.push(place(
+            Diagnostic::new(DiagnosticCode::StrategyUnavailable, why).field("activation.strategy"),
+            pos,
+        ));
     }
 
     fn check_version(&self, candidate: &CheckedPolicy, findings: &mut Vec<Diagnostic>) {
@@ -853,27 +1051,6 @@ fn in_force_of(
         }
     }
     scheduled.or(standing).map(Arc::clone)
-}
-
-fn check_strategy(candidate: &CheckedPolicy, opts: &PushOptions, findings: &mut Vec<Diagnostic>) {
-    let strategy = candidate.doc.activation.strategy;
-    if opts.strategies.contains(&strategy) {
-        return;
-    }
-    let mut message = format!(
-        "activation strategy `{strategy}` is not available yet: rollouts arrive with the \
-         progressive-delivery capability"
-    );
-    if !opts.strategies.is_empty() {
-        let usable: Vec<String> = opts.strategies.iter().map(|s| format!("`{s}`")).collect();
-        message.push_str(&format!("; use {}", usable.join(" or ")));
-    }
-    let pos = key_position(&candidate.source, "strategy")
-        .or_else(|| key_position(&candidate.source, "activation"));
-    findings.push(place(
-        Diagnostic::new(DiagnosticCode::StrategyUnavailable, message).field("activation.strategy"),
-        pos,
-    ));
 }
 
 /// A version whose window has already ended would never be in force again.

@@ -32,7 +32,8 @@ pub enum DiagnosticCode {
     RollbackLimit,
     /// A major upgrade asks for `immediate` activation without force.
     MajorUpgradeNeedsForce,
-    /// The activation strategy is not available on this node.
+    /// The activation strategy cannot be used for this document (a progressive
+    /// strategy for a scheduled version, or beside one).
     StrategyUnavailable,
 }
 

@@ -6,14 +6,12 @@ use std::sync::Arc;
 
 use dynscale_core::catalog::{ActivationPlan, Catalog, PushOptions};
 use dynscale_core::diagnostic::{Diagnostic, DiagnosticCode};
-use dynscale_core::document::Strategy as Activation;
 use dynscale_core::ids::PolicyName;
 use dynscale_core::policy::{CheckedPolicy, check_document};
 use proptest::prelude::*;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const IMMEDIATE: &[Activation] = &[Activation::Immediate];
 const NOW: &str = "2026-01-01T00:00:00Z";
 const SCOPE: &str = "payment.*.*.usa.fintech";
 
@@ -152,7 +150,6 @@ fn opts(now: &str, force: bool) -> PushOptions {
     PushOptions {
         now: ts(now),
         force,
-        strategies: IMMEDIATE,
     }
 }
 
@@ -328,16 +325,34 @@ fn strategies_and_major_upgrades() {
     forced.force = true;
     run(vec![
         case(
-            "canary is not available",
+            "canary of a first version is accepted",
             vec![],
             doc("payments-guard", "1.0.0").strategy("canary"),
+            vec![],
+        ),
+        case(
+            "a scheduled version cannot be rolled out",
+            vec![doc("payments-guard", "1.0.0")],
+            doc("payments-guard", "1.1.0")
+                .window(Some("2026-02-01T00:00:00Z"), None)
+                .strategy("shadow"),
             vec![(
                 C::StrategyUnavailable,
                 "activation.strategy",
-                &[
-                    "activation strategy `canary` is not available yet: rollouts arrive with the \
-                   progressive-delivery capability; use `immediate`",
-                ],
+                &["activation strategy `shadow` does not apply to a scheduled version"],
+            )],
+        ),
+        case(
+            "no rollout beside a scheduled version",
+            vec![
+                doc("payments-guard", "1.0.0"),
+                doc("payments-guard", "1.1.0").window(Some("2026-02-01T00:00:00Z"), None),
+            ],
+            doc("payments-guard", "1.2.0").strategy("blue-green"),
+            vec![(
+                C::StrategyUnavailable,
+                "activation.strategy",
+                &["the scheduled payments-guard@1.1.0 can be in force instead"],
             )],
         ),
         case(
@@ -364,10 +379,10 @@ fn strategies_and_major_upgrades() {
             vec![],
         ),
         case(
-            "a major upgrade by canary only lacks the strategy",
+            "a major upgrade by canary needs no force",
             vec![doc("payments-guard", "1.4.0")],
             doc("payments-guard", "2.0.0").strategy("canary"),
-            vec![(C::StrategyUnavailable, "activation.strategy", &["`canary`"])],
+            vec![],
         ),
     ]);
 }
@@ -642,6 +657,7 @@ fn several_findings_at_once() {
         "four problems",
         vec![doc("payments-guard", "2.1.0"), doc("legacy-guard", "1.0.0")],
         doc("payments-guard", "2.0.0")
+            .window(None, Some("2027-01-01T00:00:00Z"))
             .strategy("canary")
             .dep("base-safety", "^1")
             .conflict("legacy-guard", "^1"),
@@ -970,4 +986,84 @@ proptest! {
             prop_assert!(active.iter().filter(|p| p.doc.validity.is_none()).count() <= 1);
         }
     }
+}
+
+#[test]
+fn upgrade_path_shows_range_path_and_rollback_limit() {
+    let mut catalog = Catalog::new();
+    for v in ["1.0.0", "1.2.0", "2.0.0", "3.0.0", "3.1.0"] {
+        push(&mut catalog, &doc("base-safety", v), NOW);
+    }
+    // Roll back to 2.0.0 so 3.0.0 and 3.1.0 lie ahead on the path.
+    let target = doc("base-safety", "2.0.0").checked();
+    let plan = catalog
+        .plan_rollback(&target, ts(NOW))
+        .expect("rollback plans");
+    catalog.apply(&plan);
+    push(
+        &mut catalog,
+        &doc("payments-guard", "1.0.0").dep("base-safety", ">=2.0.0, <3.1.0"),
+        NOW,
+    );
+    let up = catalog
+        .upgrade_path(&name("base-safety"))
+        .expect("base-safety was pushed");
+    let versions = |vs: &[semver::Version]| vs.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(up.current.map(|v| v.to_string()), Some("2.0.0".into()));
+    assert_eq!(up.dependents.len(), 1);
+    assert_eq!(up.dependents[0].policy, "payments-guard@1.0.0");
+    assert_eq!(versions(&up.compatible), ["2.0.0", "3.0.0"]);
+    let path: Vec<_> = up
+        .path
+        .iter()
+        .map(|s| {
+            (
+                s.version.to_string(),
+                s.change,
+                s.needs_rollout_or_force,
+                s.compatible,
+            )
+        })
+        .collect();
+    use dynscale_core::catalog::VersionChange::*;
+    assert_eq!(
+        path,
+        [
+            ("3.0.0".to_owned(), Major, true, true),
+            ("3.1.0".to_owned(), Minor, false, false),
+        ]
+    );
+    assert_eq!(up.path[1].breaks, ["payments-guard@1.0.0"]);
+    assert_eq!(up.rollback_limit_majors, 2);
+    assert_eq!(up.rollback_floor_major, Some(0));
+    assert_eq!(versions(&up.rollback_targets), ["1.0.0", "1.2.0"]);
+    assert!(catalog.upgrade_path(&name("never-pushed")).is_none());
+}
+
+#[test]
+fn promotion_replaces_the_standing_version() {
+    let mut catalog = Catalog::new();
+    push(&mut catalog, &doc("payments-guard", "1.0.0"), NOW);
+    let candidate = doc("payments-guard", "1.1.0").strategy("canary").checked();
+    catalog.record_pushed(
+        &name("payments-guard"),
+        candidate.doc.policy_id,
+        &candidate.doc.version,
+    );
+    assert_eq!(
+        catalog
+            .standing_version(&name("payments-guard"))
+            .map(|p| p.doc.version.to_string()),
+        Some("1.0.0".into())
+    );
+    let plan = catalog.plan_promotion(&candidate);
+    assert_eq!(plan.removed, [semver::Version::new(1, 0, 0)]);
+    assert!(!plan.is_new_version);
+    catalog.apply(&plan);
+    let active: Vec<String> = catalog
+        .active_versions(&name("payments-guard"))
+        .iter()
+        .map(|p| p.doc.version.to_string())
+        .collect();
+    assert_eq!(active, ["1.1.0"]);
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::admission::AdmissionSettings;
 pub use crate::monitor::AlertingSettings;
 pub use crate::quotas::QuotaSettings;
+pub use crate::rollouts::RolloutSettings;
 pub use dynscale_core::scale::ScaleConfig;
 
 /// Settings of one node.
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub scale: ScaleConfig,
     /// Where alert notifications go.
     pub alerting: AlertingSettings,
+    /// Progressive delivery: the rollout loop, agent feedback, the analysis.
+    pub rollouts: RolloutSettings,
 }
 
 /// When an appended entry counts as acknowledged.
@@ -119,6 +122,7 @@ impl Default for ServerConfig {
             admission: AdmissionSettings::default(),
             scale: ScaleConfig::default(),
             alerting: AlertingSettings::default(),
+            rollouts: RolloutSettings::default(),
         }
     }
 }

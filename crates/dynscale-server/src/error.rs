@@ -35,6 +35,9 @@ pub enum ApiError {
     Eval(#[from] EvalError),
     #[error("{what} not found")]
     NotFound { what: String },
+    /// Not found, with a whole sentence saying what and why.
+    #[error("{detail}")]
+    Missing { detail: String },
     #[error("{detail}")]
     Conflict { detail: String },
     /// The node cannot serve the request now (starting, stopping).
@@ -110,7 +113,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::Missing { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -127,7 +130,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
             ApiError::Validation { .. } => ("validation", "Policy document rejected"),
             ApiError::Eval(_) => ("unknown-namespace", "Unknown namespace"),
-            ApiError::NotFound { .. } => ("not-found", "Not found"),
+            ApiError::NotFound { .. } | ApiError::Missing { .. } => ("not-found", "Not found"),
             ApiError::Conflict { .. } => ("conflict", "Conflict"),
             ApiError::Unavailable { .. } => ("unavailable", "Service unavailable"),
             ApiError::Overloaded { .. } => ("overloaded", "Too many requests"),

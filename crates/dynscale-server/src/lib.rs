@@ -12,6 +12,7 @@ mod openapi;
 mod owner;
 mod quotas;
 pub mod recorder;
+mod rollouts;
 mod routes;
 pub mod wire;
 
@@ -36,7 +37,9 @@ use crate::admission::Admission;
 use crate::metrics::Metrics;
 use crate::owner::Owner;
 use crate::recorder::{Audit, AuditStartError};
-use crate::routes::{audit, authzen, controls, decide, health, policies, scale};
+use crate::routes::{
+    audit, authzen, controls, decide, health, policies, rollouts as rollout_routes, scale,
+};
 use crate::wire::BodyLimit;
 
 /// Why a node could not start.
@@ -59,6 +62,8 @@ pub enum StartError {
     Monitor(#[from] crate::monitor::MonitorStartError),
     #[error(transparent)]
     Quotas(#[from] crate::quotas::QuotaStartError),
+    #[error(transparent)]
+    Rollouts(#[from] crate::rollouts::RolloutStartError),
     #[error("loading the node state: {0}")]
     Load(ApiError),
     #[error("listening on {addr}: {source}")]
@@ -102,12 +107,18 @@ impl Node {
             Some(path) => Some(Arc::new(load_schema(path)?)),
             None => None,
         };
+        config.rollouts.check()?;
         let config = Arc::new(config);
         let audit = Audit::open(Arc::clone(&config))?;
-        let (owner, published) =
-            Owner::load(Arc::clone(&store), audit.clone(), config.engine(), schema)
-                .await
-                .map_err(StartError::Load)?;
+        let (owner, published) = Owner::load(
+            Arc::clone(&store),
+            audit.clone(),
+            config.engine(),
+            schema,
+            config.rollouts.clone(),
+        )
+        .await
+        .map_err(StartError::Load)?;
         let owner = owner.spawn(1024);
         let quotas = Arc::new(crate::quotas::Quotas::new(&config.quotas)?);
         quotas.spawn_sweeper();
@@ -128,6 +139,10 @@ impl Node {
             },
         )
         .await?;
+        let feedback = Arc::new(crate::rollouts::FeedbackIndex::new(
+            config.rollouts.feedback_capacity,
+            config.rollouts.feedback_ttl,
+        ));
         let node = Node {
             published,
             owner,
@@ -139,7 +154,9 @@ impl Node {
             metrics,
             admission,
             scale,
+            feedback,
         };
+        node.spawn_rollout_ticker();
         node.ready.store(true, Ordering::Release);
         Ok(node)
     }
@@ -156,7 +173,18 @@ impl Node {
             .route("/v1/policies/validate", post(policies::validate))
             .route("/v1/policies/{name}", get(policies::show))
             .route("/v1/policies/{name}/rollback", post(policies::rollback))
+            .route(
+                "/v1/policies/{name}/upgrade-path",
+                get(policies::upgrade_path),
+            )
             .route("/v1/events", get(policies::events))
+            .route("/v1/rollouts", get(rollout_routes::list))
+            .route("/v1/rollouts/{name}", get(rollout_routes::show))
+            .route(
+                "/v1/rollouts/{name}/{command}",
+                post(rollout_routes::command),
+            )
+            .route("/v1/feedback", post(rollout_routes::feedback))
             .route("/v1/kill", get(controls::kill_list).post(controls::kill))
             .route("/v1/kill/release", post(controls::kill_release))
             .route(

@@ -11,7 +11,9 @@ use dynscale_core::decision::{self, DecisionEffect, Outcome};
 use dynscale_core::ids::{AgentId, PackId};
 use dynscale_core::quota::{Leases, QuotaOutcome};
 use dynscale_core::request::ActionRequest;
+use dynscale_core::rollout::{Arm, ArmTag, BasisPoints, FeedbackResult, Routing, UnixMillis};
 use dynscale_core::scale::{DecisionSample, UnixMs};
+use dynscale_core::snapshot::Snapshot;
 use dynscale_store::StateStore;
 use serde_json::Map;
 use time::OffsetDateTime;
@@ -25,7 +27,11 @@ use crate::monitor::Scale;
 use crate::owner::{Command, OwnerHandle, Published};
 use crate::quotas::Quotas;
 use crate::recorder::Audit;
-use crate::wire::{DecisionContext, EvaluationRequest};
+use crate::rollouts::{FeedbackIndex, now_millis};
+use crate::wire::{
+    DecisionContext, EvaluationRequest, FeedbackOutcome, FeedbackRecorded, FeedbackRequest,
+    RolloutArm,
+};
 
 /// Shared by every handler.
 #[derive(Debug, Clone)]
@@ -40,6 +46,7 @@ pub struct Node {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) scale: Arc<Scale>,
+    pub(crate) feedback: Arc<FeedbackIndex>,
 }
 
 impl Node {
@@ -140,11 +147,32 @@ impl Node {
         for _ in 0..2 {
             let snapshot = self.published.snapshot.load();
             let controls = self.published.controls.load();
-            let mut d = decision::decide(&snapshot, &controls, &action)?;
+            // A request in a rollout's scope is decided by its arm's snapshot; any
+            // other by the set in force, as before.
+            let routes = self.published.rollouts.load();
+            let route = routes
+                .find(&action.namespace)
+                .map(|r| (r, r.routing.enforced_arm(&r.salt, &action.agent)));
+            let enforced: &Arc<Snapshot> = match route {
+                Some((r, arm)) => r.snapshot(arm),
+                None => &snapshot,
+            };
+            let evaluating = Instant::now();
+            let mut d = match decision::decide(enforced, &controls, &action) {
+                Ok(d) => d,
+                Err(e) => {
+                    if let Some((r, arm)) = route {
+                        r.meter.failed(decision_id, arm);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let took = evaluating.elapsed();
+            let policy_outcome = d.outcome;
             let mut lease_id = None;
             let mut retry_after = None;
             if d.outcome.is_allowed() {
-                match self.quotas.enforce(&snapshot, &action, input.context)? {
+                match self.quotas.enforce(enforced, &action, input.context)? {
                     QuotaOutcome::Pass { leases } => {
                         lease_id = (!leases.is_empty()).then(|| leases.to_string());
                     }
@@ -229,6 +257,22 @@ impl Node {
                 &req.context,
                 &action.namespace,
             );
+            let rollout = route.map(|(r, arm)| {
+                self.measure(
+                    r,
+                    arm,
+                    decision_id,
+                    &d,
+                    policy_outcome,
+                    took,
+                    &controls,
+                    &action,
+                );
+                RolloutArm {
+                    name: r.name.to_string(),
+                    arm: arm_name(arm).to_owned(),
+                }
+            });
             let ctx = DecisionContext {
                 outcome: d.outcome.as_str().to_owned(),
                 decision_id,
@@ -241,6 +285,7 @@ impl Node {
                 retry_after,
                 lease_id,
                 audit_index: None,
+                rollout,
             };
             let tally = Tally {
                 started,
@@ -251,6 +296,166 @@ impl Node {
         Err(ApiError::Conflict {
             detail: "the approval for this action was used concurrently; retry".into(),
         })
+    }
+}
+
+impl Node {
+    /// Records an in-rollout decision for its arm, remembers its id for feedback,
+    /// and in a shadow comparison evaluates the candidate beside the enforced control
+    /// (nothing of the candidate's decision is enforced or carried out).
+    #[allow(clippy::too_many_arguments)]
+    fn measure(
+        &self,
+        route: &crate::rollouts::Route,
+        arm: Arm,
+        id: Uuid,
+        d: &decision::Decision,
+        policy_outcome: Outcome,
+        took: std::time::Duration,
+        controls: &dynscale_core::controls::ControlState,
+        action: &ActionRequest,
+    ) {
+        route
+            .meter
+            .decided(id, arm, d.outcome, !d.errors.is_empty(), took);
+        if route.routing == Routing::Shadow {
+            let evaluating = Instant::now();
+            match decision::decide(&route.candidate, controls, action) {
+                Ok(c) => {
+                    let errors = !c.errors.is_empty();
+                    route.meter.decided(
+                        id,
+                        Arm::Candidate,
+                        c.outcome,
+                        errors,
+                        evaluating.elapsed(),
+                    );
+                    route
+                        .meter
+                        .compared(id, policy_outcome, (!errors).then_some(c.outcome));
+                }
+                Err(_) => {
+                    route.meter.failed(id, Arm::Candidate);
+                    route.meter.compared(id, policy_outcome, None);
+                }
+            }
+        }
+        self.feedback.insert(
+            id,
+            ArmTag {
+                rollout: route.id,
+                arm,
+            },
+            now_millis(),
+        );
+    }
+
+    /// Counts an agent's report on an in-rollout decision for the arm that made it.
+    pub async fn feedback(&self, req: &FeedbackRequest) -> Result<FeedbackRecorded, ApiError> {
+        if !(req.latency_ms.is_finite() && req.latency_ms >= 0.0) {
+            return Err(ApiError::invalid(
+                "latency_ms",
+                format!(
+                    "{} is not a non-negative number of milliseconds",
+                    req.latency_ms
+                ),
+            ));
+        }
+        let tag = self
+            .feedback
+            .take(req.decision_id, now_millis())
+            .map_err(|e| ApiError::Missing {
+                detail: e.to_string(),
+            })?;
+        let routes = self.published.rollouts.load();
+        let route = routes.by_id(tag.rollout).ok_or_else(|| ApiError::Missing {
+            detail: format!(
+                "decision {} was made in rollout {}, which has finished; feedback is \
+                 counted only while a rollout runs",
+                req.decision_id, tag.rollout
+            ),
+        })?;
+        let result = match req.outcome {
+            FeedbackOutcome::Success => FeedbackResult::Success,
+            FeedbackOutcome::Failure => FeedbackResult::Failure,
+            FeedbackOutcome::Error => FeedbackResult::Error,
+        };
+        route.meter.feedback(
+            req.decision_id,
+            tag.arm,
+            result,
+            std::time::Duration::from_secs_f64(req.latency_ms / 1000.0),
+        );
+        Ok(FeedbackRecorded {
+            rollout: route.name.to_string(),
+            arm: arm_name(tag.arm).to_owned(),
+        })
+    }
+
+    /// Runs the rollout loop once at `now`: drains every running rollout's
+    /// measurements into it and steps it (timers, analysis, effects). The node's
+    /// ticker calls this every `[rollouts] tick_every` with the wall clock; tests
+    /// and simulations call it with their own `now`.
+    pub async fn rollout_tick(&self, now: UnixMillis) -> Result<(), ApiError> {
+        let utilization = self.utilization();
+        self.owner
+            .call(|reply| Command::RolloutTick {
+                now,
+                utilization,
+                reply,
+            })
+            .await
+    }
+
+    /// Admission's share of its limit in use, in whole percent so that small
+    /// changes do not make every tick a stored event.
+    fn utilization(&self) -> Option<BasisPoints> {
+        utilization(&self.admission)
+    }
+
+    /// Steps the rollouts every `tick_every` for as long as the node's owner runs.
+    pub(crate) fn spawn_rollout_ticker(&self) {
+        let owner = self.owner.downgrade();
+        let admission = Arc::clone(&self.admission);
+        let every = self.config.rollouts.tick_every;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(owner) = owner.upgrade() else { break };
+                let utilization = utilization(&admission);
+                let now = now_millis();
+                let done = owner
+                    .call(|reply| Command::RolloutTick {
+                        now,
+                        utilization,
+                        reply,
+                    })
+                    .await;
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "rollout tick");
+                }
+            }
+        });
+    }
+}
+
+/// Admission's share of its limit in use, in whole percent.
+fn utilization(admission: &Admission) -> Option<BasisPoints> {
+    let limit = admission.limit();
+    if limit == 0 {
+        return None;
+    }
+    let percent = (admission.in_flight() * 100 / limit).min(100);
+    BasisPoints::from_percent(u32::try_from(percent).unwrap_or(100)).ok()
+}
+
+fn arm_name(arm: Arm) -> &'static str {
+    match arm {
+        Arm::Control => "control",
+        Arm::Candidate => "candidate",
     }
 }
 

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{audit, authzen, controls, decide, health, policies, scale};
+use crate::routes::{audit, authzen, controls, decide, health, policies, rollouts, scale};
 
 /// dynscale's HTTP API.
 #[derive(Debug, OpenApi)]
@@ -20,7 +20,8 @@ use crate::routes::{audit, authzen, controls, decide, health, policies, scale};
         authzen::evaluation, authzen::evaluations,
         decide::decide, decide::decide_batch,
         policies::push, policies::validate, policies::list, policies::show,
-        policies::rollback, policies::events,
+        policies::rollback, policies::upgrade_path, policies::events,
+        rollouts::list, rollouts::show, rollouts::command, rollouts::feedback,
         controls::kill_list, controls::kill, controls::kill_release,
         controls::agent_show, controls::agent_register, controls::agent_release, controls::lease_release,
         controls::quarantines, controls::escalations, controls::escalation,
@@ -36,6 +37,7 @@ use crate::routes::{audit, authzen, controls, decide, health, policies, scale};
         (name = "decisions", description = "dynscale's own decision API"),
         (name = "policies", description = "Policy documents and their history"),
         (name = "controls", description = "Kill switches, quarantine, escalations, agents"),
+        (name = "rollouts", description = "Progressive delivery: status, promote/pause/resume/abort, agent feedback"),
         (name = "quotas", description = "Concurrency leases taken by allowed actions"),
         (name = "audit", description = "The verifiable (RFC 9162 Merkle) audit log"),
         (name = "scale", description = "Metrics, scale levels and alerts"),

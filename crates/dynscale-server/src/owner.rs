@@ -3,17 +3,19 @@
 //! first and then publishes new immutable values for the decision path to read.
 //! Commands arrive over a bounded channel, so changes are ordered and never race.
 
+mod rollout;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use cedar_policy::Schema;
-use dynscale_core::catalog::{ActivationPlan, Catalog, PushOptions};
+use dynscale_core::catalog::{ActivationPlan, Catalog, PushOptions, UpgradePath};
 use dynscale_core::controls::{ControlState, Escalation, EscalationStatus, KillScope, Quarantine};
-use dynscale_core::document::Strategy;
 use dynscale_core::ids::{AgentId, PolicyName, SnapshotId};
 use dynscale_core::policy::{CheckedPolicy, check_document};
 use dynscale_core::request::AgentProfile;
+use dynscale_core::rollout::{Admission, BasisPoints, Command as RolloutCommand, UnixMillis};
 use dynscale_core::snapshot::{EngineConfig, Snapshot};
 use dynscale_store::{
     AgentRecord, ControlChange, NewEvent, PolicyChange, StateStore, StoredVersion,
@@ -25,9 +27,9 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::recorder::Audit;
+use crate::rollouts::{RolloutSettings, Routes};
 
-/// Strategies this node can carry out. Rollouts add the others.
-const STRATEGIES: &[Strategy] = &[Strategy::Immediate];
+pub use self::rollout::RolloutStatus;
 
 /// The values the decision path reads, each swapped whole.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub struct Published {
     pub snapshot: ArcSwap<Snapshot>,
     pub controls: ArcSwap<ControlState>,
     pub agents: ArcSwap<HashMap<AgentId, AgentProfile>>,
+    /// The running rollouts with their arms' snapshots.
+    pub rollouts: ArcSwap<Routes>,
 }
 
 /// What a push or rollback did.
@@ -48,6 +52,26 @@ pub struct Activated {
     pub removed: Vec<String>,
     /// The snapshot that enforces the change.
     pub snapshot: u64,
+    /// Something the operator should know about how the push was carried out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The rollout the push started, when its strategy was progressive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStarted>,
+}
+
+/// A rollout begun by a push.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RolloutStarted {
+    /// The rollout's id.
+    pub id: u64,
+    /// `shadow`, `canary` or `blue-green`.
+    pub strategy: String,
+    /// The standing version the candidate is compared with; it stays active.
+    pub control: String,
+    /// The first routing (e.g. `{"mode": "split", "candidate_share": 500}`).
+    #[schema(value_type = Object)]
+    pub routing: serde_json::Value,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -107,6 +131,30 @@ pub enum Command {
         event: NewEvent,
         reply: Reply<u64>,
     },
+    /// Drains the rollouts' measurements and steps them at `now`.
+    RolloutTick {
+        now: UnixMillis,
+        utilization: Option<BasisPoints>,
+        reply: Reply<()>,
+    },
+    /// An operator's command for a rollout.
+    SteerRollout {
+        name: PolicyName,
+        command: RolloutCommand,
+        now: UnixMillis,
+        reply: Reply<RolloutStatus>,
+    },
+    /// The status of one rollout, or of every known one.
+    RolloutStatus {
+        name: Option<PolicyName>,
+        now: UnixMillis,
+        reply: Reply<Vec<RolloutStatus>>,
+    },
+    /// Where a policy name can be upgraded or rolled back to.
+    UpgradePath {
+        name: PolicyName,
+        reply: Reply<UpgradePath>,
+    },
 }
 
 /// A policy name as listings show it.
@@ -143,6 +191,26 @@ impl OwnerHandle {
             detail: "the node is shutting down".into(),
         })?
     }
+
+    /// A handle that does not keep the owner running (for background loops).
+    pub fn downgrade(&self) -> WeakOwnerHandle {
+        WeakOwnerHandle {
+            tx: self.tx.downgrade(),
+        }
+    }
+}
+
+/// An [`OwnerHandle`] that lets the owner stop once every strong handle is gone.
+#[derive(Debug, Clone)]
+pub struct WeakOwnerHandle {
+    tx: mpsc::WeakSender<Command>,
+}
+
+impl WeakOwnerHandle {
+    /// The strong handle, while the owner runs.
+    pub fn upgrade(&self) -> Option<OwnerHandle> {
+        self.tx.upgrade().map(|tx| OwnerHandle { tx })
+    }
 }
 
 /// The owner task's state.
@@ -157,6 +225,8 @@ pub struct Owner {
     schema: Option<Arc<Schema>>,
     published: Arc<Published>,
     snapshot_id: SnapshotId,
+    book: rollout::Book,
+    rollout_settings: RolloutSettings,
 }
 
 impl Owner {
@@ -166,6 +236,7 @@ impl Owner {
         audit: Audit,
         engine: EngineConfig,
         schema: Option<Arc<Schema>>,
+        rollout_settings: RolloutSettings,
     ) -> Result<(Self, Arc<Published>), ApiError> {
         let state = store.load().await?;
         let mut catalog = Catalog::new();
@@ -224,8 +295,9 @@ impl Owner {
             snapshot: ArcSwap::from_pointee(snapshot),
             controls: ArcSwap::from_pointee(controls.clone()),
             agents: ArcSwap::from_pointee(agents.clone()),
+            rollouts: ArcSwap::from_pointee(Routes::default()),
         });
-        let owner = Owner {
+        let mut owner = Owner {
             store,
             audit,
             catalog,
@@ -235,7 +307,10 @@ impl Owner {
             schema,
             published: Arc::clone(&published),
             snapshot_id,
+            book: rollout::Book::default(),
+            rollout_settings,
         };
+        owner.load_rollouts().await?;
         Ok((owner, published))
     }
 
@@ -320,6 +395,32 @@ impl Owner {
             Command::Record { event, reply } => {
                 let _ = reply.send(self.record(event).await);
             }
+            Command::RolloutTick {
+                now,
+                utilization,
+                reply,
+            } => {
+                self.tick_rollouts(now, utilization).await;
+                let _ = reply.send(Ok(()));
+            }
+            Command::SteerRollout {
+                name,
+                command,
+                now,
+                reply,
+            } => {
+                let _ = reply.send(self.command_rollout(&name, command, now).await);
+            }
+            Command::RolloutStatus { name, now, reply } => {
+                let _ = reply.send(self.rollout_status(name.as_ref(), now));
+            }
+            Command::UpgradePath { name, reply } => {
+                let _ = reply.send(self.catalog.upgrade_path(&name).ok_or_else(|| {
+                    ApiError::NotFound {
+                        what: format!("policy {name}"),
+                    }
+                }));
+            }
         }
     }
 
@@ -335,11 +436,7 @@ impl Owner {
                 .map_err(|errors| ApiError::Validation { errors })?,
         );
         let now = OffsetDateTime::now_utc();
-        let opts = PushOptions {
-            now,
-            force,
-            strategies: STRATEGIES,
-        };
+        let opts = PushOptions { now, force };
         let plan =
             self.catalog
                 .plan_push(&policy, &opts)
@@ -352,10 +449,45 @@ impl Owner {
                         })
                         .collect(),
                 })?;
-        if !store {
-            return Ok(self.activated(&plan));
-        }
         let doc = &policy.doc;
+        let standing = self.catalog.standing_version(&doc.name).cloned();
+        let mut scopes = vec![&doc.namespace];
+        scopes.extend(standing.as_ref().map(|s| &s.doc.namespace));
+        let running = self.running_rollouts();
+        let admission = dynscale_core::rollout::admit(
+            &doc.name,
+            doc.activation.strategy,
+            standing.is_some(),
+            &scopes,
+            rollout::as_running(&running),
+        )
+        .map_err(|e| ApiError::Conflict {
+            detail: e.to_string(),
+        })?;
+        let note = match admission {
+            Admission::Immediate {
+                first_version: true,
+            } => Some(format!(
+                "{} has no standing version to compare with, so this first version was \
+                 activated immediately instead of by `{}`",
+                doc.name, doc.activation.strategy
+            )),
+            _ => None,
+        };
+        if !store {
+            let mut done = self.activated(&plan);
+            if admission == Admission::Rollout {
+                done.active = standing.iter().map(|s| s.doc.version.to_string()).collect();
+                done.removed.clear();
+                done.note = Some(format!(
+                    "a push would start a `{}` rollout against the standing version",
+                    doc.activation.strategy
+                ));
+            } else {
+                done.note = note;
+            }
+            return Ok(done);
+        }
         let version = StoredVersion {
             name: doc.name.clone(),
             version: doc.version.clone(),
@@ -367,6 +499,13 @@ impl Owner {
             source: text.to_owned(),
             pushed_at: now,
         };
+        if let (Admission::Rollout, Some(control)) = (admission, standing)
+            && let Some(done) = self
+                .start_rollout(&policy, control, version.clone(), now)
+                .await?
+        {
+            return Ok(done);
+        }
         let detail = json!({
             "strategy": doc.activation.strategy.to_string(),
             "force": force,
@@ -376,7 +515,9 @@ impl Owner {
             .await?;
         self.catalog
             .record_pushed(&doc.name, doc.policy_id, &doc.version);
-        self.commit(&plan, event)
+        let mut done = self.commit(&plan, event)?;
+        done.note = note;
+        Ok(done)
     }
 
     /// Audits, then stores, a change of one name's active versions; returns the event id.
@@ -418,6 +559,7 @@ impl Owner {
         name: &PolicyName,
         to: Option<semver::Version>,
     ) -> Result<Activated, ApiError> {
+        self.check_not_rolling_out(name)?;
         let current = self.catalog.active_versions(name);
         let to = match to {
             Some(v) => v,
@@ -484,6 +626,8 @@ impl Owner {
                 .collect(),
             removed: plan.removed.iter().map(ToString::to_string).collect(),
             snapshot: self.snapshot_id.0,
+            note: None,
+            rollout: None,
         }
     }
 
@@ -519,6 +663,8 @@ impl Owner {
             }
         };
         self.published.snapshot.store(Arc::new(snapshot));
+        // The candidates of running rollouts are the new set with their version.
+        self.publish_routes();
         Ok(())
     }
 
@@ -656,7 +802,15 @@ impl Owner {
     /// cannot take it (full), the event is still stored, marked unaudited: an alert
     /// about a full log must not be lost because the log is full.
     async fn record(&self, event: NewEvent) -> Result<u64, ApiError> {
-        let event = match self.audited(event.clone()).await {
+        let event = self.audited_or_marked(event).await?;
+        Ok(self.store.record_event(event).await?)
+    }
+
+    /// Audits an event that must be kept even when the log is full (an alert, a
+    /// rollout transition: a rollback must not wait for disk space); such an event
+    /// is marked unaudited instead.
+    async fn audited_or_marked(&self, event: NewEvent) -> Result<NewEvent, ApiError> {
+        Ok(match self.audited(event.clone()).await {
             Ok(audited) => audited,
             Err(ApiError::Unavailable { detail }) => {
                 let mut event = event;
@@ -666,8 +820,7 @@ impl Owner {
                 event
             }
             Err(e) => return Err(e),
-        };
-        Ok(self.store.record_event(event).await?)
+        })
     }
 
     async fn audited(&self, mut event: NewEvent) -> Result<NewEvent, ApiError> {

@@ -2,11 +2,10 @@
 //! hash seed, the quota rules of the current snapshot, and the sweep that drops idle
 //! keys and expired leases.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
-use dynscale_core::ids::SnapshotId;
+use arc_swap::ArcSwap;
 use dynscale_core::quota::{
     CostError, Enforcer, EnforcerConfig, EnforcerStats, LeaseConfig, Leases, LimiterConfig, Nanos,
     QuotaOutcome, QuotaRules,
@@ -50,13 +49,28 @@ pub enum QuotaStartError {
     Seed(getrandom::Error),
 }
 
+/// How many snapshots' quota rules are kept: the set in force and, per running
+/// rollout, its candidate.
+const CACHED_RULE_SETS: usize = 8;
+
+/// A snapshot's quota rules. The weak reference keeps the snapshot's allocation (not
+/// its contents), so its address cannot be reused while the entry exists and an
+/// equal address means the same snapshot.
+#[derive(Debug, Clone)]
+struct CachedRules {
+    snapshot: Weak<Snapshot>,
+    rules: Arc<QuotaRules>,
+}
+
 /// The node's counters and the rules they enforce.
 #[derive(Debug)]
 pub struct Quotas {
     enforcer: Enforcer,
     epoch: Instant,
-    /// The quota rules of the last snapshot seen, rebuilt when the snapshot changes.
-    rules: ArcSwapOption<(SnapshotId, Arc<QuotaRules>)>,
+    /// The quota rules of the last snapshots seen, newest first, each kept with a weak
+    /// reference to its snapshot: a rollout decides with two snapshots (control and
+    /// candidate) at once, so one slot would rebuild the rules on every switch.
+    rules: ArcSwap<Vec<CachedRules>>,
     sweep_interval: Duration,
 }
 
@@ -80,7 +94,7 @@ impl Quotas {
         Ok(Quotas {
             enforcer,
             epoch: Instant::now(),
-            rules: ArcSwapOption::empty(),
+            rules: ArcSwap::from_pointee(Vec::new()),
             sweep_interval: Duration::from_secs(settings.sweep_interval_secs.max(1)),
         })
     }
@@ -91,22 +105,35 @@ impl Quotas {
 
     /// The quota rules of `snapshot`. They are collected once per snapshot, by the
     /// first decision that reads it, which keeps the push path free of this work.
-    fn rules_of(&self, snapshot: &Snapshot) -> Arc<QuotaRules> {
-        if let Some(cached) = &*self.rules.load()
-            && cached.0 == snapshot.id()
+    fn rules_of(&self, snapshot: &Arc<Snapshot>) -> Arc<QuotaRules> {
+        let cached = self.rules.load();
+        if let Some(c) = cached
+            .iter()
+            .find(|c| std::ptr::eq(c.snapshot.as_ptr(), Arc::as_ptr(snapshot)))
         {
-            return Arc::clone(&cached.1);
+            return Arc::clone(&c.rules);
         }
         let rules = Arc::new(QuotaRules::build(&snapshot.in_force()));
-        self.rules
-            .store(Some(Arc::new((snapshot.id(), Arc::clone(&rules)))));
+        let mut next = Vec::with_capacity(CACHED_RULE_SETS);
+        next.push(CachedRules {
+            snapshot: Arc::downgrade(snapshot),
+            rules: Arc::clone(&rules),
+        });
+        next.extend(
+            cached
+                .iter()
+                .filter(|c| c.snapshot.strong_count() > 0)
+                .take(CACHED_RULE_SETS - 1)
+                .cloned(),
+        );
+        self.rules.store(Arc::new(next));
         rules
     }
 
     /// Applies the snapshot's quota and concurrency rules to an allowed request.
     pub fn enforce(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         req: &ActionRequest,
         context: &Map<String, Value>,
     ) -> Result<QuotaOutcome, CostError> {

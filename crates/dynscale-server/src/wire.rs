@@ -110,6 +110,50 @@ pub struct DecisionContext {
     /// the node is configured to fail open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_index: Option<u64>,
+    /// The rollout the request fell in and the arm whose version decided
+    /// (`control` or `candidate`); report the action's result with
+    /// `POST /v1/feedback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutArm>,
+}
+
+/// The rollout and arm of a decision.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema, PartialEq)]
+pub struct RolloutArm {
+    /// The policy being rolled out.
+    pub name: String,
+    /// `control` or `candidate`.
+    pub arm: String,
+}
+
+/// `POST /v1/feedback`: what came of an action after its decision.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    /// The `decision_id` of a decision made inside a rollout.
+    pub decision_id: Uuid,
+    /// `success`, `failure` (the action ran and failed) or `error` (it could not run).
+    pub outcome: FeedbackOutcome,
+    /// How long the action took, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// The result of an action.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackOutcome {
+    Success,
+    Failure,
+    Error,
+}
+
+/// Feedback recorded.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct FeedbackRecorded {
+    /// The policy rolled out.
+    pub rollout: String,
+    /// The arm the feedback counts for.
+    pub arm: String,
 }
 
 /// An AuthZEN evaluation response; `decision` is true for allow and warn only.
@@ -187,7 +231,7 @@ pub struct DecideBatchRequest {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum DecideBatchItem {
-    Decision(DecideResponse),
+    Decision(Box<DecideResponse>),
     Error {
         #[schema(value_type = Object)]
         error: Value,

@@ -506,9 +506,12 @@ async fn rejected_documents_name_the_problem_and_store_nothing() {
             "payments-guard",
         ),
         (
-            doc("1.1.0", "activation: { strategy: canary }"),
+            doc(
+                "1.1.0",
+                "activation: { strategy: canary }\nvalidity: { from: 2030-01-01T00:00:00Z }",
+            ),
             "strategy_unavailable",
-            "rollouts",
+            "scheduled version",
         ),
     ];
     for (text, code, mention) in cases {
@@ -678,6 +681,11 @@ async fn openapi_covers_every_route() {
         ("/v1/scale/alerts/history", "get"),
         ("/v1/scale/limits", "get"),
         ("/v1/scale/limits", "put"),
+        ("/v1/policies/{name}/upgrade-path", "get"),
+        ("/v1/rollouts", "get"),
+        ("/v1/rollouts/{name}", "get"),
+        ("/v1/rollouts/{name}/{command}", "post"),
+        ("/v1/feedback", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/openapi.json", "get"),
@@ -690,6 +698,7 @@ async fn openapi_covers_every_route() {
         // And the route exists: anything but the router's 404 fallback or 405.
         let uri = path
             .replace("{name}", "sample")
+            .replace("{command}", "promote")
             .replace("{id}", "00000000-0000-7000-8000-000000000000");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let r = api.call(m, &uri, Body::from("{}")).await;

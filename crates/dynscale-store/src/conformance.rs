@@ -18,8 +18,11 @@ mod model;
 
 pub use self::model::model_based;
 use crate::state::{
-    AgentRecord, ControlChange, NewEvent, PolicyChange, StateStore, StoreError, StoredEvent,
-    StoredState, StoredVersion,
+    AgentRecord, ControlChange, NewEvent, NewRollout, PolicyChange, RolloutFinish, RolloutStep,
+    StateStore, StoreError, StoredEvent, StoredState, StoredVersion,
+};
+use dynscale_core::rollout::{
+    AnalysisConfig, Command, Event, Plan, RolloutSalt, Stamped, Start, UnixMillis,
 };
 
 /// Runs every case, each on a fresh store from `make`.
@@ -45,6 +48,8 @@ where
     agent_upsert(make().await).await;
     timestamps_round_trip(make().await).await;
     concurrent_writes(make().await).await;
+    rollout_lifecycle(make().await).await;
+    rollout_refusals(make().await).await;
     for seed in [1, 2, 3, 0x0d15_ca1e] {
         model_based(make().await, seed, 150).await;
     }
@@ -910,4 +915,247 @@ pub async fn concurrent_writes<S: StateStore>(store: S) {
     assert_eq!(state.active.len(), 8);
     assert_eq!(state.last_policy_event, last_policy);
     assert_eq!(all_events(&*store).await.len(), 64);
+}
+
+// ---------------------------------------------------------------------------
+// Rollouts.
+
+fn rollout_start(salt: &str) -> Start {
+    Start {
+        salt: RolloutSalt::new(salt).expect("test salts have no NUL"),
+        plan: Plan::Shadow,
+        config: AnalysisConfig::default(),
+    }
+}
+
+fn new_rollout(policy: &str, candidate: &str, control: &str, n: u64) -> NewRollout {
+    NewRollout {
+        candidate: stored(policy, candidate, n),
+        control: ver(control),
+        start: rollout_start(&format!("{policy}@{candidate}")),
+        started_at: UnixMillis(1_000 + n),
+        event: event("rollout.started", policy, i64::try_from(n).unwrap_or(0)),
+    }
+}
+
+fn stamped(at: u64, event: Event) -> Stamped {
+    Stamped {
+        at: UnixMillis(at),
+        event,
+    }
+}
+
+/// Start, events in order, one running rollout per name, a promotion applied with
+/// the last event, and no events after the finish.
+pub async fn rollout_lifecycle<S: StateStore>(store: S) {
+    push(&store, "p", "1.0.0", &["1.0.0"]).await;
+    let started = ok(
+        store
+            .start_rollout(new_rollout("p", "1.1.0", "1.0.0", 5))
+            .await,
+        "start_rollout",
+    );
+    let state = load(&store).await;
+    assert!(
+        state.versions.iter().any(|v| v.version == ver("1.1.0")),
+        "the candidate is stored"
+    );
+    assert_eq!(
+        state.active,
+        vec![(name("p"), ver("1.0.0"))],
+        "the candidate is not active"
+    );
+    assert_eq!(
+        all_events(&store)
+            .await
+            .last()
+            .map(|e| (e.id, e.kind.clone())),
+        Some((started.event, "rollout.started".into()))
+    );
+    match store
+        .start_rollout(new_rollout("p", "1.2.0", "1.0.0", 6))
+        .await
+    {
+        Err(StoreError::RolloutRunning { name: n, id }) => {
+            assert_eq!((n, id), (name("p"), started.rollout));
+        }
+        other => panic!("a second running rollout of p was not refused: {other:?}"),
+    }
+    // A rollout of another name runs beside it.
+    push(&store, "q", "1.0.0", &["1.0.0"]).await;
+    let other = ok(
+        store
+            .start_rollout(new_rollout("q", "2.0.0", "1.0.0", 7))
+            .await,
+        "start_rollout of q",
+    );
+
+    let events = [
+        stamped(2_000, Event::Tick),
+        stamped(3_000, Event::Command(Command::Pause)),
+    ];
+    for e in &events {
+        let (ids, activated) = ok(
+            store
+                .append_rollout_event(RolloutStep {
+                    rollout: started.rollout,
+                    event: e.clone(),
+                    records: vec![event("rollout.paused", "p", 3)],
+                    finish: None,
+                })
+                .await,
+            "append_rollout_event",
+        );
+        assert_eq!((ids.len(), activated), (1, None));
+    }
+    let running = ok(store.rollouts(0).await, "rollouts");
+    assert_eq!(
+        running.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![started.rollout, other.rollout]
+    );
+    assert_eq!(running[0].events, events.to_vec());
+    assert_eq!(running[0].start, rollout_start("p@1.1.0"));
+    assert_eq!(running[0].started_at, UnixMillis(1_005));
+    assert_eq!(
+        (running[0].candidate.clone(), running[0].control.clone()),
+        (ver("1.1.0"), ver("1.0.0"))
+    );
+    assert_eq!(running[0].finish, None);
+
+    let promote = stamped(4_000, Event::Command(Command::Promote));
+    let (_, activated) = ok(
+        store
+            .append_rollout_event(RolloutStep {
+                rollout: started.rollout,
+                event: promote.clone(),
+                records: vec![event("rollout.promoted", "p", 4)],
+                finish: Some(RolloutFinish {
+                    summary: json!({"finish": "promoted"}),
+                    activate: Some(PolicyChange {
+                        name: name("p"),
+                        new_version: None,
+                        active: vec![ver("1.1.0")],
+                        event: event("policy.promoted", "p@1.1.0", 4),
+                    }),
+                }),
+            })
+            .await,
+        "promotion",
+    );
+    let state = load(&store).await;
+    assert_eq!(
+        state
+            .active
+            .iter()
+            .filter(|(n, _)| *n == name("p"))
+            .collect::<Vec<_>>(),
+        vec![&(name("p"), ver("1.1.0"))]
+    );
+    assert_eq!(
+        Some(state.last_policy_event),
+        activated,
+        "the promotion is a policy event"
+    );
+    match store
+        .append_rollout_event(RolloutStep {
+            rollout: started.rollout,
+            event: stamped(5_000, Event::Tick),
+            records: vec![],
+            finish: None,
+        })
+        .await
+    {
+        Err(StoreError::RolloutFinished { id }) => assert_eq!(id, started.rollout),
+        other => panic!("an event after the finish was not refused: {other:?}"),
+    }
+    let running = ok(store.rollouts(0).await, "rollouts");
+    assert_eq!(
+        running.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![other.rollout]
+    );
+    let with_finished = ok(store.rollouts(10).await, "rollouts with finished");
+    assert_eq!(with_finished.len(), 2);
+    assert_eq!(with_finished[0].finish, Some(json!({"finish": "promoted"})));
+    assert_eq!(with_finished[0].events.last(), Some(&promote));
+    // A new rollout of the name may start once the last one finished.
+    ok(
+        store
+            .start_rollout(new_rollout("p", "1.2.0", "1.1.0", 8))
+            .await,
+        "a second rollout after the first finished",
+    );
+}
+
+/// Refused starts and steps store nothing.
+pub async fn rollout_refusals<S: StateStore>(store: S) {
+    push(&store, "p", "1.0.0", &["1.0.0"]).await;
+    let before = all_events(&store).await;
+    match store
+        .start_rollout(new_rollout("p", "1.1.0", "0.9.0", 1))
+        .await
+    {
+        Err(StoreError::UnknownVersion { version, .. }) => assert_eq!(version, ver("0.9.0")),
+        other => panic!("an unknown control was not refused: {other:?}"),
+    }
+    match store
+        .start_rollout(new_rollout("p", "1.0.0", "1.0.0", 1))
+        .await
+    {
+        Err(StoreError::DuplicateVersion { .. }) => {}
+        other => panic!("a stored candidate was not refused: {other:?}"),
+    }
+    assert_eq!(
+        all_events(&store).await,
+        before,
+        "refused starts store no event"
+    );
+    assert_eq!(
+        load(&store).await.versions.len(),
+        1,
+        "refused starts store no version"
+    );
+    match store
+        .append_rollout_event(RolloutStep {
+            rollout: 99,
+            event: stamped(1, Event::Tick),
+            records: vec![],
+            finish: None,
+        })
+        .await
+    {
+        Err(StoreError::UnknownRollout { id: 99 }) => {}
+        other => panic!("an unknown rollout was not refused: {other:?}"),
+    }
+    let started = ok(
+        store
+            .start_rollout(new_rollout("p", "1.1.0", "1.0.0", 2))
+            .await,
+        "start_rollout",
+    );
+    let bad_promotion = RolloutStep {
+        rollout: started.rollout,
+        event: stamped(2, Event::Command(Command::Promote)),
+        records: vec![event("rollout.promoted", "p", 2)],
+        finish: Some(RolloutFinish {
+            summary: json!({}),
+            activate: Some(PolicyChange {
+                name: name("other"),
+                new_version: None,
+                active: vec![ver("1.1.0")],
+                event: event("policy.promoted", "p", 2),
+            }),
+        }),
+    };
+    let events = all_events(&store).await;
+    assert!(matches!(
+        store.append_rollout_event(bad_promotion).await,
+        Err(StoreError::Unstorable { .. })
+    ));
+    assert_eq!(
+        all_events(&store).await,
+        events,
+        "a refused step stores nothing"
+    );
+    let running = ok(store.rollouts(0).await, "rollouts");
+    assert!(running[0].events.is_empty() && running[0].finish.is_none());
 }

@@ -10,6 +10,6 @@ pub mod volume;
 
 pub use sqlite::SqliteStore;
 pub use state::{
-    AgentRecord, ControlChange, NewEvent, PolicyChange, StateStore, StoreError, StoredEvent,
-    StoredState, StoredVersion,
+    AgentRecord, ControlChange, NewEvent, NewRollout, PolicyChange, RolloutFinish, RolloutStarted,
+    RolloutStep, StateStore, StoreError, StoredEvent, StoredRollout, StoredState, StoredVersion,
 };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dynscale_core::controls::{Escalation, EscalationStatus, Fingerprint, Quarantine};
 use dynscale_core::ids::{AgentId, PackId, PolicyName};
+use dynscale_core::rollout::{Stamped, UnixMillis};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -19,8 +20,8 @@ use uuid::Uuid;
 
 use self::codec::{RowReader, encode_json, encode_scope, encode_time, encode_uuid};
 use crate::state::{
-    AgentRecord, ControlChange, NewEvent, PolicyChange, StateStore, StoreError, StoredEvent,
-    StoredState, StoredVersion,
+    AgentRecord, ControlChange, NewEvent, NewRollout, PolicyChange, RolloutStarted, RolloutStep,
+    StateStore, StoreError, StoredEvent, StoredRollout, StoredState, StoredVersion,
 };
 
 /// The schema, embedded in the binary and brought up to date at open.
@@ -154,6 +155,104 @@ async fn version_exists(
         .fetch_optional(&mut **tx)
         .await?;
     Ok(row.is_some())
+}
+
+/// The active list of a change as a set; a version named twice is active once.
+fn active_set(change: &PolicyChange) -> BTreeSet<&semver::Version> {
+    change.active.iter().collect()
+}
+
+/// Makes `active` the versions of `name` in force; each must be stored.
+async fn replace_active(
+    tx: &mut Transaction<'static, Sqlite>,
+    name: &PolicyName,
+    active: &BTreeSet<&semver::Version>,
+) -> Result<(), StoreError> {
+    for version in active {
+        if !version_exists(tx, name, version).await? {
+            return Err(StoreError::UnknownVersion {
+                name: name.clone(),
+                version: (*version).clone(),
+            });
+        }
+    }
+    sqlx::query("DELETE FROM active_policies WHERE name = ?")
+        .bind(name.as_str())
+        .execute(&mut **tx)
+        .await?;
+    for version in active {
+        sqlx::query("INSERT INTO active_policies (name, version) VALUES (?, ?)")
+            .bind(name.as_str())
+            .bind(version.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Stores a new version; refuses one already stored.
+async fn insert_version(
+    tx: &mut Transaction<'static, Sqlite>,
+    v: &StoredVersion,
+) -> Result<(), StoreError> {
+    let pushed_at = encode_time("push time", v.pushed_at)?;
+    // Checked explicitly so the caller gets a typed error, not a constraint
+    // violation from the primary key.
+    if version_exists(tx, &v.name, &v.version).await? {
+        return Err(StoreError::DuplicateVersion {
+            name: v.name.clone(),
+            version: v.version.clone(),
+        });
+    }
+    sqlx::query(
+        "INSERT INTO policy_versions (name, version, policy_id, format, source, pushed_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(v.name.as_str())
+    .bind(v.version.to_string())
+    .bind(encode_uuid(v.policy_id))
+    .bind(&v.format)
+    .bind(&v.source)
+    .bind(pushed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Unix milliseconds in an SQLite integer.
+fn millis_to_sql(what: &'static str, t: UnixMillis) -> Result<i64, StoreError> {
+    i64::try_from(t.0).map_err(|_| StoreError::Unstorable {
+        what,
+        value: t.0.to_string(),
+        reason: "it is beyond the largest SQLite integer",
+    })
+}
+
+fn decode_rollout(row: &SqliteRow) -> Result<StoredRollout, StoreError> {
+    let r = RowReader::new(row, "rollouts", &["id"]);
+    let id = r.id("id")?;
+    let start = r.json("start")?;
+    Ok(StoredRollout {
+        id,
+        name: PolicyName::new(r.text("name")?),
+        candidate: r.version("candidate")?,
+        control: r.version("control")?,
+        start: r.decode_json("start", start)?,
+        started_at: UnixMillis(r.id("started_at")?),
+        events: Vec::new(),
+        finish: r
+            .optional_text("finish")?
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    table: "rollouts",
+                    row: id.to_string(),
+                    column: "finish",
+                    value: text.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?,
+    })
 }
 
 fn decode_version(row: &SqliteRow) -> Result<StoredVersion, StoreError> {
@@ -319,8 +418,7 @@ impl StateStore for SqliteStore {
             Some(v) => Some((v, encode_time("push time", v.pushed_at)?)),
             None => None,
         };
-        // The active list is a set; a version named twice is active once.
-        let active: BTreeSet<&semver::Version> = change.active.iter().collect();
+        let active = active_set(&change);
 
         let mut tx = self.begin_write().await?;
         if let Some((v, pushed_at)) = new_version {
@@ -346,25 +444,9 @@ impl StateStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        for version in &active {
-            if !version_exists(&mut tx, &change.name, version).await? {
-                tx.rollback().await?;
-                return Err(StoreError::UnknownVersion {
-                    name: change.name.clone(),
-                    version: (*version).clone(),
-                });
-            }
-        }
-        sqlx::query("DELETE FROM active_policies WHERE name = ?")
-            .bind(change.name.as_str())
-            .execute(&mut *tx)
-            .await?;
-        for version in &active {
-            sqlx::query("INSERT INTO active_policies (name, version) VALUES (?, ?)")
-                .bind(change.name.as_str())
-                .bind(version.to_string())
-                .execute(&mut *tx)
-                .await?;
+        if let Err(e) = replace_active(&mut tx, &change.name, &active).await {
+            tx.rollback().await?;
+            return Err(e);
         }
         let id = event.insert(&mut tx).await?;
         tx.commit().await?;
@@ -559,5 +641,177 @@ impl StateStore for SqliteStore {
         .as_ref()
         .map(decode_escalation)
         .transpose()
+    }
+
+    async fn start_rollout(&self, rollout: NewRollout) -> Result<RolloutStarted, StoreError> {
+        let event = EventRow::encode(&rollout.event)?;
+        let start = encode_json("rollout start", &rollout.start)?;
+        let started_at = millis_to_sql("rollout start time", rollout.started_at)?;
+        let name = rollout.candidate.name.clone();
+        let mut tx = self.begin_write().await?;
+        let running = sqlx::query("SELECT id FROM rollouts WHERE name = ? AND finish IS NULL")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = running {
+            let id = RowReader::new(&row, "rollouts", &["id"]).id("id")?;
+            tx.rollback().await?;
+            return Err(StoreError::RolloutRunning { name, id });
+        }
+        if let Err(e) = insert_version(&mut tx, &rollout.candidate).await {
+            tx.rollback().await?;
+            return Err(e);
+        }
+        if !version_exists(&mut tx, &name, &rollout.control).await? {
+            tx.rollback().await?;
+            return Err(StoreError::UnknownVersion {
+                name,
+                version: rollout.control,
+            });
+        }
+        let done = sqlx::query(
+            "INSERT INTO rollouts (name, candidate, control, start, started_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(name.as_str())
+        .bind(rollout.candidate.version.to_string())
+        .bind(rollout.control.to_string())
+        .bind(start)
+        .bind(started_at)
+        .execute(&mut *tx)
+        .await?;
+        let id = done.last_insert_rowid();
+        let rollout_id = u64::try_from(id).map_err(|e| StoreError::Corrupt {
+            table: "rollouts",
+            row: id.to_string(),
+            column: "id",
+            value: id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let event = event.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(RolloutStarted {
+            rollout: rollout_id,
+            event,
+        })
+    }
+
+    async fn append_rollout_event(
+        &self,
+        step: RolloutStep,
+    ) -> Result<(Vec<u64>, Option<u64>), StoreError> {
+        let event = encode_json("rollout event", &step.event.event)?;
+        let at = millis_to_sql("rollout event time", step.event.at)?;
+        let records = step
+            .records
+            .iter()
+            .map(EventRow::encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let finish = match &step.finish {
+            Some(f) => Some((
+                encode_json("rollout summary", &f.summary)?,
+                f.activate
+                    .as_ref()
+                    .map(|c| Ok::<_, StoreError>((c, EventRow::encode(&c.event)?)))
+                    .transpose()?,
+            )),
+            None => None,
+        };
+        let id = to_sql_int(step.rollout);
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT name, finish FROM rollouts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(StoreError::UnknownRollout { id: step.rollout });
+        };
+        let r = RowReader::new(&row, "rollouts", &["name"]);
+        let name = PolicyName::new(r.text("name")?);
+        if r.optional_text("finish")?.is_some() {
+            tx.rollback().await?;
+            return Err(StoreError::RolloutFinished { id: step.rollout });
+        }
+        sqlx::query(
+            "INSERT INTO rollout_events (rollout, seq, at, event) \
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3 FROM rollout_events WHERE rollout = ?1",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(event)
+        .execute(&mut *tx)
+        .await?;
+        let mut ids = Vec::with_capacity(records.len());
+        for r in &records {
+            ids.push(r.insert(&mut tx).await?);
+        }
+        let mut activated = None;
+        if let Some((summary, activate)) = finish {
+            if let Some((change, row)) = activate {
+                let refusal = if change.name != name {
+                    Some("its name is not the rollout's")
+                } else if change.new_version.is_some() {
+                    Some("a promotion stores no new version")
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
+                    tx.rollback().await?;
+                    return Err(StoreError::Unstorable {
+                        what: "promotion of policy",
+                        value: change.name.to_string(),
+                        reason,
+                    });
+                }
+                if let Err(e) = replace_active(&mut tx, &name, &active_set(change)).await {
+                    tx.rollback().await?;
+                    return Err(e);
+                }
+                activated = Some(row.insert(&mut tx).await?);
+            }
+            sqlx::query("UPDATE rollouts SET finish = ? WHERE id = ?")
+                .bind(summary)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((ids, activated))
+    }
+
+    async fn rollouts(&self, finished: u32) -> Result<Vec<StoredRollout>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let columns = "id, name, candidate, control, start, started_at, finish";
+        let rows = sqlx::query(&format!(
+            "SELECT {columns} FROM rollouts WHERE finish IS NULL \
+             UNION ALL SELECT * FROM (SELECT {columns} FROM rollouts \
+             WHERE finish IS NOT NULL ORDER BY id DESC LIMIT ?) ORDER BY id"
+        ))
+        .bind(i64::from(finished))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(decode_rollout)
+            .collect::<Result<Vec<_>, _>>()?;
+        for rollout in &mut out {
+            let rows = sqlx::query(
+                "SELECT seq, at, event FROM rollout_events WHERE rollout = ? ORDER BY seq",
+            )
+            .bind(to_sql_int(rollout.id))
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                let r = RowReader::new(row, "rollout_events", &["seq"]);
+                let event = r.json("event")?;
+                rollout.events.push(Stamped {
+                    at: UnixMillis(r.id("at")?),
+                    event: r.decode_json("event", event)?,
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 }

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use dynscale_core::controls::{Escalation, EscalationStatus, KillScope, Quarantine};
 use dynscale_core::ids::{AgentId, PackId, PolicyName};
+use dynscale_core::rollout::{Stamped, Start, UnixMillis};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -85,6 +86,62 @@ pub enum ControlChange {
     PutAgent(AgentRecord),
 }
 
+/// A rollout to begin: its candidate version (stored now, not made active), the
+/// standing version it is compared with, the start of its state machine, and the
+/// event that records both. Applied atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRollout {
+    pub candidate: StoredVersion,
+    /// A stored version of the same name.
+    pub control: semver::Version,
+    pub start: Start,
+    pub started_at: UnixMillis,
+    pub event: NewEvent,
+}
+
+/// The ids a rollout start was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutStarted {
+    pub rollout: u64,
+    pub event: u64,
+}
+
+/// An event the rollout's state machine accepted, with the audit records of the
+/// transitions it caused, and how the rollout ended if it did. Applied atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutStep {
+    pub rollout: u64,
+    pub event: Stamped,
+    /// Stored as events (kind `rollout.*`), in order.
+    pub records: Vec<NewEvent>,
+    pub finish: Option<RolloutFinish>,
+}
+
+/// How a rollout ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutFinish {
+    /// A summary for listings (how it finished, timings).
+    pub summary: serde_json::Value,
+    /// A promotion: the change that makes the candidate active. Its `name` must be
+    /// the rollout's and it may not store a new version.
+    pub activate: Option<PolicyChange>,
+}
+
+/// A stored rollout: everything [`dynscale_core::rollout::replay`] needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRollout {
+    pub id: u64,
+    pub name: PolicyName,
+    pub candidate: semver::Version,
+    pub control: semver::Version,
+    pub start: Start,
+    pub started_at: UnixMillis,
+    /// Every accepted event, in the order applied.
+    pub events: Vec<Stamped>,
+    /// `None` while running.
+    pub finish: Option<serde_json::Value>,
+}
+
 /// Everything a node needs to rebuild its in-memory state at start.
 ///
 /// Every list has a defined order, so two loads of the same state compare equal
@@ -145,6 +202,12 @@ pub enum StoreError {
         value: String,
         reason: &'static str,
     },
+    #[error("rollout {id} is not stored")]
+    UnknownRollout { id: u64 },
+    #[error("rollout {id} has finished; it takes no more events")]
+    RolloutFinished { id: u64 },
+    #[error("policy {name} already has a running rollout ({id})")]
+    RolloutRunning { name: PolicyName, id: u64 },
     #[error("opening the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -200,4 +263,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// One escalation by id.
     async fn escalation(&self, id: Uuid) -> Result<Option<Escalation>, StoreError>;
+
+    /// Stores a rollout's candidate version (inactive), its start and its event;
+    /// refuses a second running rollout of one name.
+    async fn start_rollout(&self, rollout: NewRollout) -> Result<RolloutStarted, StoreError>;
+
+    /// Appends an accepted event to a running rollout with its records; with
+    /// `finish`, marks the rollout finished and applies the promotion, if any. Returns
+    /// the ids of the records and of the promotion's event.
+    async fn append_rollout_event(
+        &self,
+        step: RolloutStep,
+    ) -> Result<(Vec<u64>, Option<u64>), StoreError>;
+
+    /// Every running rollout and the newest `finished` finished ones, by id
+    /// ascending, each with its events in order.
+    async fn rollouts(&self, finished: u32) -> Result<Vec<StoredRollout>, StoreError>;
 }

@@ -94,6 +94,66 @@ pub enum Command {
     /// alerts.
     #[command(subcommand)]
     Scale(ScaleCommand),
+    /// Follow and steer progressive rollouts (shadow, canary, blue-green) started by
+    /// `policy push` of a document whose `activation.strategy` is not `immediate`.
+    #[command(subcommand, after_help = ROLLOUT_HELP)]
+    Rollout(RolloutCommand),
+}
+
+const ROLLOUT_HELP: &str = "\
+A push with `activation: { strategy: canary }` (or shadow, blue-green) stores the new
+version and rolls it out against the active one: agents are bucketed by a hash of
+(rollout salt, agent id), so each sees one version and raising the share only adds
+agents. The node compares the arms (evaluation errors, deny rate, and what agents
+report with POST /v1/feedback: failures and latency) with anytime-valid tests, advances
+step by step, promotes at the end, and rolls back on a regression or a hard trigger
+(+5 points of errors, +200 ms latency). A first version of a policy has nothing to
+compare with and is activated at once.
+
+  dynscale policy push payments-guard-2.2.yaml    # activation: { strategy: canary }
+  dynscale rollout status payments-guard          # share, samples, each test, next step
+  dynscale rollout pause payments-guard           # hold the share (rollback still applies)
+  dynscale rollout resume payments-guard
+  dynscale rollout promote payments-guard         # make it final now
+  dynscale rollout abort payments-guard           # back to the active version now";
+
+/// `dynscale rollout …`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Every rollout (running, then the latest finished per policy), or one in
+    /// detail: arm sizes, samples, each statistic against its threshold, each hard
+    /// trigger against its limit, the next step and when; for shadow comparisons
+    /// the decision diff (allow_to_deny, deny_to_allow).
+    Status(RolloutStatusArgs),
+    /// Make the candidate final now, skipping the remaining steps.
+    Promote(RolloutNameArgs),
+    /// Stop advancing; a regression still rolls back.
+    Pause(RolloutNameArgs),
+    /// Continue a paused rollout.
+    Resume(RolloutNameArgs),
+    /// Return to the active version now.
+    Abort(RolloutNameArgs),
+}
+
+/// `dynscale rollout status`.
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// The policy whose rollout to show [default: a table of every rollout].
+    pub name: Option<String>,
+    /// Print the node's JSON instead.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `dynscale rollout promote|pause|resume|abort`.
+#[derive(Debug, Args)]
+pub struct RolloutNameArgs {
+    /// The policy being rolled out.
+    pub name: String,
+    #[command(flatten)]
+    pub remote: Remote,
 }
 
 /// `dynscale scale …`.
@@ -346,6 +406,23 @@ pub enum PolicyCommand {
     Show(ShowArgs),
     /// Make an earlier version of a policy the active one again.
     Rollback(RollbackArgs),
+    /// Where a policy can go: the versions its dependents accept (the compatible
+    /// range), the pushed versions above the active one (a major upgrade needs a
+    /// rollout strategy, or `push --force` for `immediate`), and how far back a
+    /// rollback may go (two major versions).
+    UpgradePath(UpgradePathArgs),
+}
+
+/// `dynscale policy upgrade-path`.
+#[derive(Debug, Args)]
+pub struct UpgradePathArgs {
+    /// The policy name.
+    pub name: String,
+    /// Print the node's JSON instead.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
 }
 
 /// Only `--url`.

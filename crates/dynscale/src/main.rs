@@ -63,5 +63,6 @@ fn dispatch(command: &Command) -> Result<Exit> {
         Command::Loadgen(args) => commands::loadgen::run(args),
         Command::Certify(args) => commands::certify::run(args),
         Command::Scale(command) => commands::scale::run(command),
+        Command::Rollout(command) => commands::rollout::run(command),
     }
 }

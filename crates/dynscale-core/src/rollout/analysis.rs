@@ -492,6 +492,97 @@ pub fn hard_trigger(
     })
 }
 
+/// Where one hard trigger stands: the observed figure (absent until both arms have
+/// the minimum sample), the limit, and the smaller arm's sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerReading {
+    pub trigger: Trigger,
+    pub observed: Option<f64>,
+    pub limit: f64,
+    pub sample: u64,
+    pub min_sample: u64,
+}
+
+/// Every hard trigger's reading, in the units of [`TriggerHit`]; for status pages.
+/// [`hard_trigger`] fires exactly when one of these has `observed >= limit` (above,
+/// for utilization and critical errors).
+pub fn trigger_readings(
+    hard: &HardTriggers,
+    candidate: &ArmStats,
+    control: &ArmStats,
+    critical_last_minute: u64,
+    utilization: Option<BasisPoints>,
+) -> Vec<TriggerReading> {
+    let min = hard.min_samples;
+    let rate = |trigger, c: Counts, k: Counts| {
+        let sample = c.trials.min(k.trials);
+        let observed = match (c.rate(), k.rate()) {
+            (Some(cr), Some(kr)) if sample >= min => Some(cr - kr),
+            _ => None,
+        };
+        TriggerReading {
+            trigger,
+            observed,
+            limit: hard.error_rate_increase,
+            sample,
+            min_sample: min,
+        }
+    };
+    let latency = |trigger, c: &LatencyHistogram, k: &LatencyHistogram| {
+        let sample = c.count().min(k.count());
+        let observed = match (c.mean_micros(), k.mean_micros()) {
+            (Some(cm), Some(km)) if sample >= min => Some((cm - km) / 1000.0),
+            _ => None,
+        };
+        TriggerReading {
+            trigger,
+            observed,
+            limit: hard.latency_increase.as_secs_f64() * 1000.0,
+            sample,
+            min_sample: min,
+        }
+    };
+    vec![
+        rate(
+            Trigger::EvaluationErrorRate,
+            Counts::new(candidate.evaluation_errors, candidate.evaluations()),
+            Counts::new(control.evaluation_errors, control.evaluations()),
+        ),
+        rate(
+            Trigger::FailureRate,
+            Counts::new(
+                candidate.feedback.unsuccessful(),
+                candidate.feedback.total(),
+            ),
+            Counts::new(control.feedback.unsuccessful(), control.feedback.total()),
+        ),
+        latency(
+            Trigger::FeedbackLatency,
+            &candidate.feedback.latency,
+            &control.feedback.latency,
+        ),
+        latency(
+            Trigger::DecisionLatency,
+            &candidate.decision_latency,
+            &control.decision_latency,
+        ),
+        TriggerReading {
+            trigger: Trigger::Utilization,
+            observed: utilization.map(BasisPoints::fraction),
+            limit: hard.max_utilization.fraction(),
+            sample: 0,
+            min_sample: 0,
+        },
+        TriggerReading {
+            trigger: Trigger::CriticalErrors,
+            observed: Some(critical_last_minute as f64),
+            limit: hard.critical_errors_per_minute as f64,
+            sample: 0,
+            min_sample: 0,
+        },
+    ]
+}
+
 /// Durations as whole milliseconds in stored configuration.
 mod millis {
     use std::time::Duration;

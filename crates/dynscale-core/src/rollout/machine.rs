@@ -481,6 +481,30 @@ impl Rollout {
         }
     }
 
+    /// Whether `self`, the state after a step from `before`, differs from it in more
+    /// than the time of the last event. An event that changed nothing else need not be
+    /// stored: replaying without it gives the same state, since the next event's time
+    /// is at least as late.
+    pub fn changed_since(&self, before: &Rollout) -> bool {
+        self.phase != before.phase
+            || self.paused != before.paused
+            || self.window_started_at != before.window_started_at
+            || self.totals != before.totals
+            || self.window != before.window
+            || self.baseline != before.baseline
+            || self.closed != before.closed
+            || self.latency != before.latency
+            || self.critical != before.critical
+            || self.utilization != before.utilization
+            || self.inconclusive_since != before.inconclusive_since
+    }
+
+    /// The candidate's critical errors within the last minute, as the trigger counts
+    /// them at the last event.
+    pub fn critical_last_minute(&self) -> u64 {
+        self.critical.iter().map(|(_, n)| n).sum()
+    }
+
     /// Whether the rollout is over.
     pub fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Done { .. })
@@ -504,7 +528,7 @@ impl Rollout {
 
     /// The arms the hard triggers compare: cumulative, or since the switch against
     /// the pre-switch baseline.
-    fn trigger_arms(&self) -> (&ArmStats, &ArmStats) {
+    pub fn trigger_arms(&self) -> (&ArmStats, &ArmStats) {
         match (&self.phase, &self.baseline) {
             (Phase::Switched { .. }, Some(b)) => (&self.window.candidate, b),
             _ => (&self.totals.candidate, &self.totals.control),

@@ -12,6 +12,12 @@
 //! - [`analysis`] — metrics, α split, hard triggers, findings and evidence.
 //! - [`machine`] — the state machine: [`start`], [`step`] and [`replay`], with
 //!   [`Event`]s in and [`Effect`]s out.
+//! - [`admit`] — whether a push starts a rollout, one per name, and only beside
+//!   rollouts whose scopes cannot share a namespace.
+//! - [`recent`] — the bounded map from recent in-rollout decision ids to their arm,
+//!   for agent feedback.
+//! - [`report`] — the operator's view: samples, statistics against thresholds,
+//!   triggers against limits, the next step, the shadow diff.
 //!
 //! The server's loop, in short: on a push with a rollout strategy, build a
 //! [`Start`] (salt, plan, analysis config), store it, call [`start`] and carry out
@@ -27,6 +33,7 @@
 //! simulations in the tests and `benches/rollout_sim.rs` bring their own seeded
 //! generator.
 
+pub mod admit;
 pub mod analysis;
 pub mod bucket;
 pub mod evalue;
@@ -35,8 +42,13 @@ pub mod latency;
 pub mod machine;
 pub mod measure;
 pub mod plan;
+pub mod recent;
+pub mod report;
 
-pub use analysis::{AnalysisConfig, DenyRateTest, HardTriggers, Metric, Trigger};
+pub use admit::{Admission, Busy, BusyReason, Running, admit, check_name_free, salt_for};
+pub use analysis::{
+    AnalysisConfig, DenyRateTest, HardTriggers, Metric, Trigger, TriggerReading, trigger_readings,
+};
 pub use bucket::{Arm, BasisPoints, Bucket, RolloutSalt, assign, bucket};
 pub use instant::UnixMillis;
 pub use machine::{
@@ -45,3 +57,5 @@ pub use machine::{
 };
 pub use measure::{ArmStats, FeedbackResult, Measurements, ShadowDiff};
 pub use plan::{Plan, PlanError};
+pub use recent::{ArmTag, FeedbackMiss, RecentDecisions};
+pub use report::{NextStep, Report, enforced_share, report};

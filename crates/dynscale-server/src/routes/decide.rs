@@ -82,10 +82,10 @@ pub async fn decide_batch(
         .map(|slot| match slot {
             Ok(i) => {
                 let context = decided[i].clone();
-                DecideBatchItem::Decision(DecideResponse {
+                DecideBatchItem::Decision(Box::new(DecideResponse {
                     allowed: allowed(&context.outcome),
                     context,
-                })
+                }))
             }
             Err(error) => DecideBatchItem::Error { error },
         })

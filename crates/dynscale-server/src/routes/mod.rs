@@ -6,4 +6,5 @@ pub mod controls;
 pub mod decide;
 pub mod health;
 pub mod policies;
+pub mod rollouts;
 pub mod scale;

@@ -259,3 +259,22 @@ pub async fn events(
         events: node.store.events(q.after, limit).await?,
     }))
 }
+
+/// Where a policy can be upgraded: the range its dependents accept, the pushed
+/// versions above the standing one (majors need a rollout strategy or `--force`),
+/// and how far back a rollback may go (two major versions).
+#[utoipa::path(
+    get, path = "/v1/policies/{name}/upgrade-path", tag = "policies", params(("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = crate::error::Problem))
+)]
+pub async fn upgrade_path(
+    State(node): State<Node>,
+    Path(name): Path<String>,
+) -> Result<Json<dynscale_core::catalog::UpgradePath>, ApiError> {
+    let name = PolicyName::new(name);
+    let path = node
+        .owner
+        .call(|reply| Command::UpgradePath { name, reply })
+        .await?;
+    Ok(Json(path))
+}

@@ -179,6 +179,16 @@ impl<'r> RowReader<'r> {
         serde_json::from_str(&text).map_err(|e| self.corrupt(column, text.clone(), e))
     }
 
+    /// A typed value from a JSON column already read as `value`.
+    pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+        &self,
+        column: &'static str,
+        value: serde_json::Value,
+    ) -> Result<T, StoreError> {
+        let text = value.to_string();
+        serde_json::from_value(value).map_err(|e| self.corrupt(column, text, e))
+    }
+
     pub(crate) fn json_object(
         &self,
         column: &'static str,

@@ -10,6 +10,7 @@ pub mod events;
 pub mod kill;
 pub mod loadgen;
 pub mod policy;
+pub mod rollout;
 pub mod scale;
 pub mod serve;
 

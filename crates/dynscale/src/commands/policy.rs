@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Exit;
-use crate::cli::{PolicyCommand, PushArgs, RemoteArgs, RollbackArgs, ShowArgs, ValidateArgs};
+use crate::cli::{
+    PolicyCommand, PushArgs, RemoteArgs, RollbackArgs, ShowArgs, UpgradePathArgs, ValidateArgs,
+};
 use crate::client::{Body, Client, ClientError};
 use crate::table;
 
@@ -23,6 +25,10 @@ struct Activated {
     #[serde(default)]
     removed: Vec<String>,
     snapshot: u64,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    rollout: Option<serde_json::Value>,
 }
 
 /// One policy name in a listing.
@@ -62,6 +68,7 @@ pub fn run(command: &PolicyCommand) -> Result<Exit> {
         PolicyCommand::List(args) => list(args),
         PolicyCommand::Show(args) => show(args),
         PolicyCommand::Rollback(args) => rollback(args),
+        PolicyCommand::UpgradePath(args) => upgrade_path(args),
     }
 }
 
@@ -152,6 +159,20 @@ fn push(args: &PushArgs) -> Result<Exit> {
         done.name, done.version, done.snapshot
     );
     print_activation(&done);
+    if let Some(note) = &done.note {
+        println!("note:        {note}");
+    }
+    if let Some(r) = &done.rollout {
+        println!(
+            "rollout {}:  {} of {} against {} (still active); follow it with \
+             `dynscale rollout status {}`",
+            r["id"],
+            r["strategy"].as_str().unwrap_or("-"),
+            done.version,
+            r["control"].as_str().unwrap_or("-"),
+            done.name
+        );
+    }
     Ok(Exit::Success)
 }
 
@@ -227,5 +248,73 @@ fn rollback(args: &RollbackArgs) -> Result<Exit> {
         done.name, done.version, done.snapshot
     );
     print_activation(&done);
+    Ok(Exit::Success)
+}
+
+fn upgrade_path(args: &UpgradePathArgs) -> Result<Exit> {
+    let client = Client::new(args.remote.url.clone())?;
+    let up: serde_json::Value = client.get(&["v1", "policies", &args.name, "upgrade-path"], &[])?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&up)?);
+        return Ok(Exit::Success);
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let list = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default()
+    };
+    println!("{}: active {}", args.name, s(&up["current"]));
+    let dependents = up["dependents"].as_array().cloned().unwrap_or_default();
+    if dependents.is_empty() {
+        println!("compatible range: any version (no active policy depends on it)");
+    } else {
+        let ranges: Vec<String> = dependents
+            .iter()
+            .map(|d| format!("{} (required by {})", s(&d["requires"]), s(&d["policy"])))
+            .collect();
+        println!("compatible range: {}", ranges.join(" and "));
+        println!(
+            "compatible pushed versions: {}",
+            table::list_cell(&list(&up["compatible"]))
+        );
+    }
+    let path = up["path"].as_array().cloned().unwrap_or_default();
+    if path.is_empty() {
+        println!("upgrade path: none (no pushed version above the active one)");
+    } else {
+        println!("upgrade path:");
+        let rows: Vec<Vec<String>> = path
+            .iter()
+            .map(|p| {
+                let how = if p["needs_rollout_or_force"] == true {
+                    "shadow/canary/blue-green, or immediate with --force"
+                } else {
+                    "any strategy"
+                };
+                let breaks = list(&p["breaks"]);
+                vec![
+                    s(&p["version"]),
+                    s(&p["change"]),
+                    how.to_owned(),
+                    if breaks.is_empty() {
+                        "yes".to_owned()
+                    } else {
+                        format!("no: breaks {}", breaks.join(", "))
+                    },
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table::render(&["VERSION", "CHANGE", "ACTIVATION", "COMPATIBLE"], &rows)
+        );
+    }
+    println!(
+        "rollback limit: {} major versions back (down to major {}); reachable: {}",
+        up["rollback_limit_majors"],
+        up["rollback_floor_major"],
+        table::list_cell(&list(&up["rollback_targets"]))
+    );
     Ok(Exit::Success)
 }
