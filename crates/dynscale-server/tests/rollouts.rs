@@ -273,10 +273,10 @@ async fn a_candidate_failing_three_points_more_is_rolled_back_before_half() {
         shares.iter().all(|s| *s < 5_000),
         "rolled back before 50 %: {shares:?}"
     );
-    assert!(
-        status["rollback_enforced_us"].as_u64().is_some(),
-        "{status:#}"
-    );
+    let enforced_us = status["rollback_enforced_us"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{status:#}"));
+    println!("rollback enforced {enforced_us} µs after the trigger; shares {shares:?}");
     // Decisions now use the control again, outside any rollout.
     let d = api
         .decide_all(vec![request("agent-1", "tool.call", json!({}))])
