@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::diagnostic::{Diagnostic, DiagnosticCode};
-use crate::document::{ConcurrencyRule, QuotaRule, Rate, Rule, Strategy, Validity};
+use crate::document::{ConcurrencyRule, PolicyDocument, QuotaRule, Rate, Rule, Strategy, Validity};
 use crate::ids::PolicyName;
 use crate::namespace::Scope;
 use crate::policy::CheckedPolicy;
@@ -427,14 +427,7 @@ impl Catalog {
             return Err(findings);
         }
 
-        let removed = self
-            .active
-            .get(&doc.name)
-            .into_iter()
-            .flat_map(BTreeMap::keys)
-            .filter(|v| **v != doc.version)
-            .cloned()
-            .collect();
+        let removed = self.other_active_versions(doc);
         Ok(ActivationPlan {
             name: doc.name.clone(),
             version: doc.version.clone(),
@@ -445,19 +438,24 @@ impl Catalog {
         })
     }
 
-    /// The plan that makes `candidate`, a stored version rolled out beside the
-    /// name's standing version, the only active version of its name. Its checks ran
-    /// when it was pushed, and the name cannot change while its rollout runs.
-    pub fn plan_promotion(&self, candidate: &Arc<CheckedPolicy>) -> ActivationPlan {
-        let doc = &candidate.doc;
-        let removed = self
-            .active
+    /// The active versions of `doc`'s name other than `doc`'s own: those its
+    /// activation removes.
+    fn other_active_versions(&self, doc: &PolicyDocument) -> Vec<semver::Version> {
+        self.active
             .get(&doc.name)
             .into_iter()
             .flat_map(BTreeMap::keys)
             .filter(|v| **v != doc.version)
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// The plan that makes `candidate`, a stored version rolled out beside the
+    /// name's standing version, the only active version of its name. Its checks ran
+    /// when it was pushed, and the name cannot change while its rollout runs.
+    pub fn plan_promotion(&self, candidate: &Arc<CheckedPolicy>) -> ActivationPlan {
+        let doc = &candidate.doc;
+        let removed = self.other_active_versions(doc);
         ActivationPlan {
             name: doc.name.clone(),
             version: doc.version.clone(),

@@ -415,34 +415,20 @@ impl StateStore for SqliteStore {
                     reason: "its name is not the name the change is for",
                 });
             }
-            Some(v) => Some((v, encode_time("push time", v.pushed_at)?)),
+            Some(v) => {
+                encode_time("push time", v.pushed_at)?;
+                Some(v)
+            }
             None => None,
         };
         let active = active_set(&change);
 
         let mut tx = self.begin_write().await?;
-        if let Some((v, pushed_at)) = new_version {
-            // Checked explicitly so the caller gets a typed error, not a constraint
-            // violation from the primary key.
-            if version_exists(&mut tx, &v.name, &v.version).await? {
-                tx.rollback().await?;
-                return Err(StoreError::DuplicateVersion {
-                    name: v.name.clone(),
-                    version: v.version.clone(),
-                });
-            }
-            sqlx::query(
-                "INSERT INTO policy_versions (name, version, policy_id, format, source, pushed_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(v.name.as_str())
-            .bind(v.version.to_string())
-            .bind(encode_uuid(v.policy_id))
-            .bind(&v.format)
-            .bind(&v.source)
-            .bind(pushed_at)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(v) = new_version
+            && let Err(e) = insert_version(&mut tx, v).await
+        {
+            tx.rollback().await?;
+            return Err(e);
         }
         if let Err(e) = replace_active(&mut tx, &change.name, &active).await {
             tx.rollback().await?;
