@@ -791,3 +791,77 @@ async fn crashes_at_random_points_lose_nothing_acknowledged() {
     // The faults must have hit writes in flight, or this test checked nothing torn.
     assert!(torn >= 10, "only {torn} of 20 crashes tore a write");
 }
+
+/// An entry with the given key, as the server shapes them.
+fn entry_with_key(key: [u8; 16], i: u64) -> Vec<u8> {
+    let mut bytes = vec![3u8];
+    bytes.extend_from_slice(&key);
+    bytes.extend_from_slice(format!("decision {i} allow").as_bytes());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_key_indexes_find_every_key_and_a_damaged_one_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(dir.path(), Durability::Batch);
+    config.segment_bytes = 64 << 10;
+    let (log, _) = open(config.clone());
+    // Nearly sorted ids (a few swapped neighbours), some foreign ones far out of order,
+    // and a key seen twice.
+    let mut keys: Vec<[u8; 16]> = (0..6000u64).map(key).collect();
+    for i in (0..6000).step_by(7) {
+        keys.swap(i, (i + 3).min(5999));
+    }
+    for (n, at) in [5usize, 1000, 2500, 2501, 4999].into_iter().enumerate() {
+        keys[at] = (0xfeed_u128 << 112 | n as u128).to_be_bytes();
+    }
+    keys[4000] = keys[100];
+    let entries: Vec<Vec<u8>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| entry_with_key(*k, i as u64))
+        .collect();
+    for chunk in entries.chunks(500) {
+        log.append_batch(chunk.to_vec()).await.expect("append");
+    }
+    log.close().expect("close");
+    let indexes = segment_files(dir.path(), ".idx");
+    assert!(indexes.len() >= 5, "{} sealed segments", indexes.len());
+    for idx in &indexes {
+        let bytes = std::fs::read(idx).expect("read");
+        assert_eq!(&bytes[..8], b"DSAUDIX3", "{}", idx.display());
+    }
+
+    let check = |log: &AuditLog| {
+        for (i, k) in keys.iter().enumerate() {
+            let lowest = keys.iter().position(|other| other == k).expect("present");
+            assert_eq!(
+                log.index_of(k).expect("lookup"),
+                Some(lowest as u64),
+                "key of entry {i}"
+            );
+        }
+        assert_eq!(log.index_of(&key(6001)).expect("lookup"), None);
+        assert_eq!(log.index_of(&[0xfe; 16]).expect("lookup"), None);
+    };
+    let (log, _) = open(config.clone());
+    check(&log);
+    log.close().expect("close");
+    verify_dir(dir.path(), Some(&verifier())).expect("verifies");
+
+    // A damaged block range is named by verify; the log rebuilds the file at open.
+    let target = &indexes[1];
+    let len = std::fs::metadata(target).expect("stat").len();
+    flip(target, len - 40);
+    match verify_dir(dir.path(), Some(&verifier())) {
+        Err(VerifyError::KeyIndex { path, offset }) => {
+            assert_eq!(&path, target);
+            assert_eq!(offset, len - 40);
+        }
+        other => panic!("expected the key index named, got {other:?}"),
+    }
+    let (log, _) = open(config);
+    check(&log);
+    log.close().expect("close");
+    verify_dir(dir.path(), Some(&verifier())).expect("verifies after the rebuild");
+}
