@@ -2,6 +2,8 @@
 //! next group, so group commit runs at the disk's fsync rate rather than at the rate of
 //! write, then fsync, then reply in turn. It acknowledges `sync` appends itself, after
 //! an fsync that began after their write; jobs queued during an fsync share the next one.
+//! It reports each finished fsync back, so the writer can hold the next group until
+//! then and write it with one call.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +34,10 @@ pub(crate) struct SyncJob {
 #[derive(Debug)]
 pub(crate) struct Syncer {
     tx: Option<Sender<SyncJob>>,
+    /// How many jobs each finished fsync covered.
+    done: Receiver<usize>,
+    /// Jobs sent and not yet reported done.
+    in_flight: usize,
     thread: Option<JoinHandle<()>>,
     /// Entries below this index are durable.
     durable: Arc<AtomicU64>,
@@ -41,13 +47,16 @@ impl Syncer {
     /// Starts the thread; entries below `durable` are durable already.
     pub(crate) fn start(shared: Arc<Shared>, durable: u64) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
         let durable = Arc::new(AtomicU64::new(durable));
         let thread = thread::Builder::new().name("audit-sync".into()).spawn({
             let durable = Arc::clone(&durable);
-            move || run(&rx, &shared, &durable)
+            move || run(&rx, &done_tx, &shared, &durable)
         })?;
         Ok(Self {
             tx: Some(tx),
+            done,
+            in_flight: 0,
             thread: Some(thread),
             durable,
         })
@@ -59,10 +68,33 @@ impl Syncer {
     }
 
     /// Queues a job; gives it back when the thread is gone.
-    pub(crate) fn send(&self, job: SyncJob) -> Result<(), SyncJob> {
+    pub(crate) fn send(&mut self, job: SyncJob) -> Result<(), SyncJob> {
         match &self.tx {
-            Some(tx) => tx.send(job).map_err(|e| e.0),
+            Some(tx) => {
+                tx.send(job).map_err(|e| e.0)?;
+                self.in_flight += 1;
+                Ok(())
+            }
             None => Err(job),
+        }
+    }
+
+    /// Whether an fsync is queued or running.
+    pub(crate) fn busy(&mut self) -> bool {
+        while let Ok(jobs) = self.done.try_recv() {
+            self.in_flight = self.in_flight.saturating_sub(jobs);
+        }
+        self.in_flight > 0
+    }
+
+    /// Waits until every job sent has been synced (and its replies sent), or the thread
+    /// is gone.
+    pub(crate) fn wait(&mut self) {
+        while self.in_flight > 0 {
+            match self.done.recv() {
+                Ok(jobs) => self.in_flight = self.in_flight.saturating_sub(jobs),
+                Err(_) => self.in_flight = 0,
+            }
         }
     }
 
@@ -81,10 +113,11 @@ impl Drop for Syncer {
     }
 }
 
-fn run(rx: &Receiver<SyncJob>, shared: &Shared, durable: &AtomicU64) {
+fn run(rx: &Receiver<SyncJob>, done: &Sender<usize>, shared: &Shared, durable: &AtomicU64) {
     while let Ok(job) = rx.recv() {
         let mut jobs = vec![job];
         jobs.extend(rx.try_iter());
+        let count = jobs.len();
         let poisoned = shared
             .poisoned
             .lock()
@@ -113,6 +146,8 @@ fn run(rx: &Receiver<SyncJob>, shared: &Shared, durable: &AtomicU64) {
                 }
             }
         }
+        // The writer may be gone (closing); then nobody waits for this.
+        let _ = done.send(count);
     }
 }
 

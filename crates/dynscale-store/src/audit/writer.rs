@@ -73,6 +73,22 @@ struct Pending {
     bytes: u64,
 }
 
+/// Requests taken from the queue for one group commit.
+#[derive(Debug, Default)]
+struct Group {
+    requests: Vec<Request>,
+    entries: usize,
+    bytes: u64,
+    /// A close request was taken: it ends the group.
+    closed: bool,
+}
+
+impl Group {
+    fn is_full(&self) -> bool {
+        self.closed || self.entries >= MAX_GROUP_ENTRIES || self.bytes >= MAX_GROUP_BYTES
+    }
+}
+
 /// Why a group of entries was not written; cheap to copy to every request in it.
 #[derive(Debug, Clone)]
 enum Failure {
@@ -201,29 +217,45 @@ impl Writer {
 
     /// The thread's body: until closed, take a group of requests, commit it, run the
     /// timers (batch fsync, retries, checkpoints).
+    ///
+    /// One write per fsync: while the sync thread fsyncs the last group, the writer
+    /// takes what is queued and then waits for that fsync to end; the next group is
+    /// everything queued until then, written with one call. Requests that arrive during
+    /// the wait stay in the bounded queue, which is what holds appenders back.
     pub(crate) fn run(mut self) {
         loop {
-            let wait = self
-                .next_deadline()
-                .saturating_duration_since(Instant::now());
-            let request = match self.rx.recv_timeout(wait) {
-                Ok(request) => Some(request),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    if let Err(error) = self.finish() {
-                        tracing::error!(%error, "audit log: closing after the last handle was dropped failed");
+            let mut group = Group::default();
+            if let Some(syncer) = &mut self.syncer
+                && syncer.busy()
+            {
+                self.drain(&mut group);
+                if let Some(syncer) = &mut self.syncer {
+                    syncer.wait();
+                }
+            }
+            if group.requests.is_empty() {
+                let wait = self
+                    .next_deadline()
+                    .saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(wait) {
+                    Ok(request) => self.take(&mut group, request),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        if let Err(error) = self.finish() {
+                            tracing::error!(%error, "audit log: closing after the last handle was dropped failed");
+                        }
+                        return;
                     }
-                    return;
                 }
-            };
-            if let Some(request) = request {
-                let group = self.gather(request);
-                if let Some(close) = self.process(group) {
-                    let result = self.finish();
-                    // The closer may have given up waiting; nothing else to tell.
-                    let _ = close.send(result);
-                    return;
-                }
+            }
+            self.drain(&mut group);
+            if !group.requests.is_empty()
+                && let Some(close) = self.process(group.requests)
+            {
+                let result = self.finish();
+                // The closer may have given up waiting; nothing else to tell.
+                let _ = close.send(result);
+                return;
             }
             self.on_timers();
         }
@@ -240,27 +272,37 @@ impl Writer {
         deadline
     }
 
-    /// Everything queued after `first`, up to the group limits.
-    fn gather(&mut self, first: Request) -> Vec<Request> {
-        let mut group = Vec::new();
-        let (mut entries, mut bytes) = (0usize, 0u64);
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            if let Request::Append { entries: e, .. } = &request {
-                entries += e.len();
-                bytes += e.iter().map(|entry| frame_len(entry.len())).sum::<u64>();
-                self.shared.queued.fetch_sub(e.len(), Ordering::SeqCst);
+    /// Adds a request taken from the queue to `group`.
+    fn take(&mut self, group: &mut Group, request: Request) {
+        match &request {
+            Request::Append { entries, .. } => {
+                group.entries += entries.len();
+                group.bytes += entries
+                    .iter()
+                    .map(|entry| frame_len(entry.len()))
+                    .sum::<u64>();
+                self.shared
+                    .queued
+                    .fetch_sub(entries.len(), Ordering::SeqCst);
             }
-            let is_close = matches!(request, Request::Close { .. });
-            group.push(request);
-            if is_close || entries >= MAX_GROUP_ENTRIES || bytes >= MAX_GROUP_BYTES {
-                break;
-            }
-            next = self.rx.try_recv().ok();
+            Request::Close { .. } => group.closed = true,
+            Request::Checkpoint { .. } => {}
         }
-        // Slots are free again: wake appenders waiting for them.
-        self.shared.space.notify_waiters();
-        group
+        group.requests.push(request);
+    }
+
+    /// Takes what is queued into `group` without waiting, up to the group limits.
+    fn drain(&mut self, group: &mut Group) {
+        while !group.is_full() {
+            match self.rx.try_recv() {
+                Ok(request) => self.take(group, request),
+                Err(_) => break,
+            }
+        }
+        if !group.requests.is_empty() {
+            // Slots are free again: wake appenders waiting for them.
+            self.shared.space.notify_waiters();
+        }
     }
 
     /// Commits a group in order; control requests see every append queued before them.
@@ -319,17 +361,22 @@ impl Writer {
         if self.syncer.is_some() && self.active_sync.is_some() {
             // The sync thread fsyncs what was written (`batch` and `async` too: an entry
             // is durable one fsync after its write) and acknowledges `sync` appends.
+            // The fsync is queued before the other replies are sent, so it starts
+            // as soon as possible.
             let mut durable_replies = Vec::new();
+            let mut written_replies = Vec::new();
             for (pending, result) in appends.into_iter().zip(results) {
                 match (result, pending.reply) {
                     (Ok(first), Some(to)) if self.durability == Durability::Sync => {
                         durable_replies.push((to, first));
                     }
-                    (Ok(first), to) => reply(to, Ok(first)),
-                    (Err(failure), to) => reply(to, Err(failure.error(&self.shared))),
+                    (result, to) => written_replies.push((to, result)),
                 }
             }
             self.hand_to_syncer(durable_replies);
+            for (to, result) in written_replies {
+                reply(to, result.map_err(|failure| failure.error(&self.shared)));
+            }
             return;
         }
         if self.durability == Durability::Sync && self.synced_next < self.next {
@@ -359,7 +406,7 @@ impl Writer {
         if replies.is_empty() && durable >= self.next {
             return;
         }
-        let sent = match (&self.syncer, &self.active_sync) {
+        let sent = match (&mut self.syncer, &self.active_sync) {
             (Some(syncer), Some(file)) => syncer
                 .send(SyncJob {
                     segment: self.active_first,
@@ -898,10 +945,14 @@ impl Writer {
     /// the close), sync, write a final checkpoint.
     fn finish(&mut self) -> Result<(), AuditError> {
         let mut closers = Vec::new();
-        while let Ok(request) = self.rx.try_recv() {
-            let group = self.gather(request);
+        loop {
+            let mut group = Group::default();
+            self.drain(&mut group);
+            if group.requests.is_empty() {
+                break;
+            }
             // A group ends at a close request, so nothing after it is skipped.
-            if let Some(close) = self.process(group) {
+            if let Some(close) = self.process(group.requests) {
                 closers.push(close);
             }
         }
