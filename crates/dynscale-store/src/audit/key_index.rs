@@ -585,7 +585,7 @@ impl IdxSummary {
 mod tests {
     use super::*;
     use crate::audit::disk::FsDisk;
-    use crate::audit::frame::{encode_frame, frame_len};
+    use crate::audit::frame::FrameFormat;
     use crate::audit::segment::{SEGMENTS_DIR, SegmentFile, file_name};
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -623,7 +623,7 @@ mod tests {
         keys: &[Option<[u8; 16]>],
     ) -> (SegmentView, Vec<([u8; 16], u64)>) {
         std::fs::create_dir_all(dir.join(SEGMENTS_DIR)).expect("dir");
-        let mut bytes = Vec::new();
+        let mut bytes = crate::audit::frame::SEGMENT_MAGIC.to_vec();
         let mut offsets = Vec::new();
         let mut lowest = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
@@ -641,7 +641,7 @@ mod tests {
                 }
                 None => vec![9u8; 12],
             };
-            encode_frame(&mut bytes, &entry);
+            FrameFormat::V2.encode(&mut bytes, &entry);
         }
         let path = dir
             .join(SEGMENTS_DIR)
@@ -794,7 +794,7 @@ mod tests {
         let (view, lowest) = segment(dir.path(), 0, &keys);
         let summary = write_index(dir.path(), &view, lowest);
         // Flip a byte of entry 300 (block 1).
-        let frame = frame_len(1 + 16 + "decision 300".len());
+        let frame = FrameFormat::V2.frame_len(1 + 16 + "decision 300".len());
         let path = view.path(dir.path());
         let mut bytes = std::fs::read(&path).expect("read");
         let at = view.offsets[1] as usize + (300 - 256) * frame as usize + 12;

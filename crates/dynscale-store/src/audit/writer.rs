@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::checkpoint_file::{self, LATEST, TMP_DIR};
 use super::disk::{AppendFile, SyncFile, is_no_space, replace_file};
 use super::error::AuditError;
-use super::frame::{encode_frame, frame_len};
+use super::frame::FrameFormat;
 use super::key_index;
 use super::log::{Keys, PoisonInfo, SegmentEntry, Shared};
 use super::retention::Poker;
@@ -120,6 +120,9 @@ pub(crate) struct WriterStart {
     pub(crate) active_path: PathBuf,
     pub(crate) active_first: u64,
     pub(crate) active_len: u64,
+    /// The frame format of the active segment (a segment of an older format is
+    /// appended to in its format until it rolls).
+    pub(crate) active_format: FrameFormat,
     pub(crate) next: u64,
     /// Tiles written at open and not yet synced.
     pub(crate) unsynced_tiles: Vec<PathBuf>,
@@ -143,6 +146,7 @@ pub(crate) struct Writer {
     active_path: PathBuf,
     active_first: u64,
     active_len: u64,
+    active_format: FrameFormat,
     next: u64,
     /// Entries below this index are fsynced.
     synced_next: u64,
@@ -198,6 +202,7 @@ impl Writer {
             active_path: start.active_path,
             active_first: start.active_first,
             active_len: start.active_len,
+            active_format: start.active_format,
             next: start.next,
             synced_next: start.next,
             unsynced_since: None,
@@ -221,11 +226,15 @@ impl Writer {
     /// One write per fsync: while the sync thread fsyncs the last group, the writer
     /// takes what is queued and then waits for that fsync to end; the next group is
     /// everything queued until then, written with one call. Requests that arrive during
-    /// the wait stay in the bounded queue, which is what holds appenders back.
+    /// the wait stay in the bounded queue, which is what holds appenders back. In
+    /// `async` mode entries are written as they come instead: they are acknowledged
+    /// already, so writing them sooner narrows what a crash can lose (and finds a full
+    /// cap sooner).
     pub(crate) fn run(mut self) {
         loop {
             let mut group = Group::default();
-            if let Some(syncer) = &mut self.syncer
+            if self.durability != Durability::Async
+                && let Some(syncer) = &mut self.syncer
                 && syncer.busy()
             {
                 self.drain(&mut group);
@@ -279,7 +288,7 @@ impl Writer {
                 group.entries += entries.len();
                 group.bytes += entries
                     .iter()
-                    .map(|entry| frame_len(entry.len()))
+                    .map(|entry| self.active_format.frame_len(entry.len()))
                     .sum::<u64>();
                 self.shared
                     .queued
@@ -316,7 +325,12 @@ impl Writer {
                     first,
                     reply,
                 } => {
-                    let bytes = entries.iter().map(|entry| frame_len(entry.len())).sum();
+                    // In the active segment's format; a roll to the current format
+                    // only makes frames shorter.
+                    let bytes = entries
+                        .iter()
+                        .map(|entry| self.active_format.frame_len(entry.len()))
+                        .sum();
                     appends.push(Pending {
                         entries,
                         first,
@@ -505,7 +519,7 @@ impl Writer {
             }
             if failed.is_none()
                 && self.active_len + buf.len() as u64 + pending.bytes > self.segment_bytes
-                && self.active_len + buf.len() as u64 > 0
+                && self.active_len + buf.len() as u64 > self.active_format.header_len()
             {
                 if let Err(failure) = self.flush_chunk(&mut buf, &mut chunk, appends, &mut results)
                 {
@@ -519,7 +533,7 @@ impl Writer {
                 continue;
             }
             for entry in &pending.entries {
-                encode_frame(&mut buf, entry);
+                self.active_format.encode(&mut buf, entry);
             }
             chunk.push(i);
         }
@@ -589,7 +603,7 @@ impl Writer {
                 if let Some(key) = entry_key(entry) {
                     keys.push((key, self.next));
                 }
-                offset += frame_len(entry.len());
+                offset += self.active_format.frame_len(entry.len());
                 self.next += 1;
             }
         }
@@ -712,9 +726,13 @@ impl Writer {
                 }
             }
         };
-        let file = disk
-            .open_append(&path)
-            .map_err(|e| io_failure("create segment", e))?;
+        let file = match segment::create(&*disk, &path) {
+            Ok(file) => file,
+            Err(error) => {
+                let _ = disk.remove_file(&path);
+                return Err(io_failure("create segment", error));
+            }
+        };
         // The new name must be durable before entries in it are acknowledged: an
         // fdatasync of the file does not persist its directory entry.
         if let Err(error) = disk.sync_dir(&segments_dir) {
@@ -729,7 +747,11 @@ impl Writer {
         self.active = file;
         self.active_path = path;
         self.active_first = self.next;
-        self.active_len = 0;
+        self.active_format = FrameFormat::V2;
+        self.active_len = self.active_format.header_len();
+        self.shared
+            .used_bytes
+            .fetch_add(self.active_len, Ordering::SeqCst);
         self.shared
             .segments
             .write()
@@ -738,7 +760,7 @@ impl Writer {
                 view: SegmentView {
                     first: self.next,
                     count: 0,
-                    len: 0,
+                    len: self.active_len,
                     compressed: false,
                     offsets: Arc::new(Vec::new()),
                 },
