@@ -4,10 +4,10 @@
 //! Two formats, told apart by the segment's first bytes:
 //!
 //! - **v2** (written now): the segment starts with the 8 bytes `DSAUDSG2`, then frames
-//!   `length: LEB128 varint ‖ CRC32C(length bytes ‖ entry): u32 LE ‖ entry`. The length
-//!   takes 2 bytes for entries of 128 B to 16 KiB, so a frame costs 6 bytes of framing
-//!   instead of 8. The varint must be minimal (no trailing zero groups) and at most 4
-//!   bytes; the checksum covers it, so a damaged length is caught like damaged data.
+//!   `length ‖ CRC32C(length bytes ‖ entry): u32 LE ‖ entry`. The length is one byte
+//!   for 1..=251, `0xFC ‖ u16 LE` for 252..=65535 and `0xFD ‖ u32 LE` above, always the
+//!   shortest form; so a decision's frame costs 5 bytes of framing instead of 8. The
+//!   checksum covers the length, so a damaged length is caught like damaged data.
 //! - **v1** (segments written before, still read and appended to): no header, frames
 //!   `length: u32 LE ‖ CRC32C(entry): u32 LE ‖ entry`.
 //!
@@ -29,15 +29,20 @@ pub const FRAME_OVERHEAD: u64 = 8;
 /// The first bytes of a v2 segment.
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"DSAUDSG2";
 
-/// Longest length varint of a v2 frame: 4 × 7 bits hold [`MAX_ENTRY_BYTES`].
-const MAX_VARINT: usize = 4;
+/// Largest length a v2 frame writes in one byte.
+const SHORT_MAX: u32 = 0xFB;
+/// v2 length prefixes of a u16 and a u32 length.
+const LEN_U16: u8 = 0xFC;
+const LEN_U32: u8 = 0xFD;
+/// Longest v2 length field.
+const MAX_LENGTH_BYTES: usize = 5;
 
 /// The frame layout of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FrameFormat {
     /// No header; u32 length ‖ CRC32C(entry).
     V1,
-    /// `DSAUDSG2` header; varint length ‖ CRC32C(length ‖ entry).
+    /// `DSAUDSG2` header; 1, 3 or 5 length bytes ‖ CRC32C(length ‖ entry).
     V2,
 }
 
@@ -63,14 +68,14 @@ impl FrameFormat {
     pub(crate) fn frame_len(self, entry_len: usize) -> u64 {
         match self {
             FrameFormat::V1 => 8 + entry_len as u64,
-            FrameFormat::V2 => (varint_len(entry_len as u64) + 4 + entry_len) as u64,
+            FrameFormat::V2 => (length_bytes(entry_len) + 4 + entry_len) as u64,
         }
     }
 
     /// Appends the frame of `entry` to `out`.
     pub(crate) fn encode(self, out: &mut Vec<u8>, entry: &[u8]) {
         // Entries are checked against MAX_ENTRY_BYTES before they are queued, so the
-        // length fits in a u32 (and in a 4-byte varint).
+        // length fits in a u32.
         let length = u32::try_from(entry.len()).unwrap_or(u32::MAX);
         match self {
             FrameFormat::V1 => {
@@ -78,10 +83,10 @@ impl FrameFormat {
                 out.extend_from_slice(&crc32c::crc32c(entry).to_le_bytes());
             }
             FrameFormat::V2 => {
-                let mut varint = [0u8; 5];
-                let n = put_varint(&mut varint, length);
-                let crc = crc32c::crc32c_append(crc32c::crc32c(&varint[..n]), entry);
-                out.extend_from_slice(&varint[..n]);
+                let mut field = [0u8; MAX_LENGTH_BYTES];
+                let n = put_length(&mut field, length);
+                let crc = crc32c::crc32c_append(crc32c::crc32c(&field[..n]), entry);
+                out.extend_from_slice(&field[..n]);
                 out.extend_from_slice(&crc.to_le_bytes());
             }
         }
@@ -89,24 +94,29 @@ impl FrameFormat {
     }
 }
 
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
+/// Bytes of the v2 length field of an `entry_len`-byte entry.
+fn length_bytes(entry_len: usize) -> usize {
+    match entry_len {
+        0..=0xFB => 1,
+        0xFC..=0xFFFF => 3,
+        _ => 5,
     }
-    n
 }
 
-fn put_varint(out: &mut [u8; 5], mut v: u32) -> usize {
-    let mut n = 0;
-    while v >= 0x80 {
-        out[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
+/// Writes the v2 length field; returns its bytes.
+fn put_length(out: &mut [u8; MAX_LENGTH_BYTES], length: u32) -> usize {
+    if length <= SHORT_MAX {
+        out[0] = length as u8;
+        1
+    } else if let Ok(short) = u16::try_from(length) {
+        out[0] = LEN_U16;
+        out[1..3].copy_from_slice(&short.to_le_bytes());
+        3
+    } else {
+        out[0] = LEN_U32;
+        out[1..5].copy_from_slice(&length.to_le_bytes());
+        5
     }
-    out[n] = v as u8;
-    n + 1
 }
 
 /// Why reading the next frame failed.
@@ -193,33 +203,34 @@ impl<R: Read> FrameReader<R> {
                 )
             }
             FrameFormat::V2 => {
-                let mut varint = [0u8; MAX_VARINT];
-                let mut n = 0;
-                let mut length = 0u32;
-                loop {
-                    let mut byte = [0u8; 1];
-                    let got = read_full(&mut self.reader, &mut byte).map_err(FrameError::Io)?;
-                    if got == 0 {
-                        if n == 0 {
-                            return Ok(None);
-                        }
-                        // At least one more length byte and the checksum.
-                        return Err(bad(FrameProblem::Truncated { missing: 5 }));
+                let mut field = [0u8; MAX_LENGTH_BYTES];
+                let got = read_full(&mut self.reader, &mut field[..1]).map_err(FrameError::Io)?;
+                if got == 0 {
+                    return Ok(None);
+                }
+                let n = match field[0] {
+                    LEN_U16 => 3,
+                    LEN_U32 => 5,
+                    _ => 1,
+                };
+                if n > 1 {
+                    let got =
+                        read_full(&mut self.reader, &mut field[1..n]).map_err(FrameError::Io)?;
+                    if got < n - 1 {
+                        // The rest of the length and the checksum.
+                        return Err(bad(FrameProblem::Truncated {
+                            missing: (n - 1 - got + 4) as u64,
+                        }));
                     }
-                    let [b] = byte;
-                    varint[n] = b;
-                    length |= u32::from(b & 0x7f) << (7 * n);
-                    n += 1;
-                    if b & 0x80 == 0 {
-                        // A last group of zero after the first is not minimal.
-                        if n > 1 && b == 0 {
-                            return Err(bad(FrameProblem::Length { length }));
-                        }
-                        break;
-                    }
-                    if n == MAX_VARINT {
-                        return Err(bad(FrameProblem::Length { length }));
-                    }
+                }
+                let length = match n {
+                    3 => u32::from(u16::from_le_bytes([field[1], field[2]])),
+                    5 => u32::from_le_bytes([field[1], field[2], field[3], field[4]]),
+                    _ => u32::from(field[0]),
+                };
+                // Only the shortest form is a length; 0xFE and 0xFF are none.
+                if length_bytes(length as usize) != n || field[0] > LEN_U32 {
+                    return Err(bad(FrameProblem::Length { length }));
                 }
                 let mut crc = [0u8; 4];
                 let got = read_full(&mut self.reader, &mut crc).map_err(FrameError::Io)?;
@@ -233,7 +244,7 @@ impl<R: Read> FrameReader<R> {
                     length,
                     stored,
                     n as u64 + 4,
-                    Some(crc32c::crc32c(&varint[..n])),
+                    Some(crc32c::crc32c(&field[..n])),
                 )
             }
         };
@@ -309,12 +320,14 @@ mod tests {
             assert!(matches!(reader.next_into(&mut entry), Ok(None)));
             assert_eq!(reader.offset(), 100 + bytes.len() as u64);
         }
-        // 300 bytes take a 2-byte length: 6 bytes of framing.
-        assert_eq!(FrameFormat::V2.frame_len(300), 306);
-        assert_eq!(FrameFormat::V2.frame_len(127), 132);
+        // Up to 251 bytes the length takes one byte, then three, then five.
+        assert_eq!(FrameFormat::V2.frame_len(251), 256);
+        assert_eq!(FrameFormat::V2.frame_len(252), 259);
+        assert_eq!(FrameFormat::V2.frame_len(65_535), 65_542);
+        assert_eq!(FrameFormat::V2.frame_len(65_536), 65_545);
         assert_eq!(
             FrameFormat::V2.frame_len(MAX_ENTRY_BYTES),
-            4 + 4 + MAX_ENTRY_BYTES as u64
+            5 + 4 + MAX_ENTRY_BYTES as u64
         );
     }
 
@@ -363,41 +376,48 @@ mod tests {
     }
 
     #[test]
-    fn v2_lengths_must_be_minimal_and_short() {
+    fn v2_lengths_round_trip_at_every_width_and_must_be_shortest() {
+        for len in [1usize, 251, 252, 300, 65_535, 65_536, 70_000] {
+            let entry = vec![0xa5u8; len];
+            let bytes = frames(FrameFormat::V2, &[&entry]);
+            assert_eq!(bytes.len() as u64, FrameFormat::V2.frame_len(len));
+            let mut reader = FrameReader::new(bytes.as_slice(), 0, FrameFormat::V2);
+            let mut read = Vec::new();
+            assert_eq!(reader.next_into(&mut read).ok().flatten(), Some(0), "{len}");
+            assert_eq!(read, entry);
+        }
+        let framed = |field: &[u8], entry: &[u8]| {
+            let mut bytes = field.to_vec();
+            let crc = crc32c::crc32c_append(crc32c::crc32c(field), entry);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            bytes.extend_from_slice(entry);
+            bytes
+        };
         let mut entry = Vec::new();
-        // 5 as a two-byte varint (0x85 0x00): not minimal.
-        let mut bytes = vec![0x85, 0x00];
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes), b"hello");
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        bytes.extend_from_slice(b"hello");
-        assert!(matches!(
-            FrameReader::new(bytes.as_slice(), 0, FrameFormat::V2).next_into(&mut entry),
-            Err(FrameError::Bad {
-                problem: FrameProblem::Length { .. },
-                ..
-            })
-        ));
-        // Five length bytes are refused before anything is allocated.
-        let long = [0xff, 0xff, 0xff, 0xff, 0x01, 0, 0, 0, 0];
-        assert!(matches!(
-            FrameReader::new(&long[..], 0, FrameFormat::V2).next_into(&mut entry),
-            Err(FrameError::Bad {
-                problem: FrameProblem::Length { .. },
-                ..
-            })
-        ));
-        // Above the largest entry.
-        let mut varint = [0u8; 5];
-        let n = put_varint(&mut varint, MAX_ENTRY_BYTES as u32 + 1);
-        let mut big = varint[..n].to_vec();
-        big.extend_from_slice(&[0; 8]);
-        assert!(matches!(
-            FrameReader::new(big.as_slice(), 0, FrameFormat::V2).next_into(&mut entry),
-            Err(FrameError::Bad {
-                problem: FrameProblem::Length { .. },
-                ..
-            })
-        ));
+        // 5 written in three or five bytes, prefixes 0xFE and 0xFF, a length above the
+        // largest entry: all refused, even with a matching checksum.
+        let too_long = u32::try_from(MAX_ENTRY_BYTES + 1).unwrap_or(u32::MAX);
+        let mut above = vec![LEN_U32];
+        above.extend_from_slice(&too_long.to_le_bytes());
+        for bad in [
+            framed(&[LEN_U16, 5, 0], b"hello"),
+            framed(&[LEN_U32, 5, 0, 0, 0], b"hello"),
+            framed(&[0xFE], b"hello"),
+            framed(&[0xFF], b"hello"),
+            framed(&above, b"hello"),
+        ] {
+            assert!(
+                matches!(
+                    FrameReader::new(bad.as_slice(), 0, FrameFormat::V2).next_into(&mut entry),
+                    Err(FrameError::Bad {
+                        problem: FrameProblem::Length { .. },
+                        ..
+                    })
+                ),
+                "{:02x?}",
+                &bad[..5]
+            );
+        }
     }
 
     #[test]
