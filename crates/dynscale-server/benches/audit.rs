@@ -804,6 +804,8 @@ struct ModeRuns {
     raw_at_write: Vec<f64>,
     /// Cores busy during the log runs (see `Cpu::cores`).
     cores: Vec<[f64; 3]>,
+    /// Log rate ÷ raw rate of each round (the two run back to back).
+    ratios: Vec<f64>,
 }
 
 impl ModeRuns {
@@ -840,6 +842,7 @@ impl ModeRuns {
         );
         self.log.push(run.rate());
         self.raw.push(raw.rate());
+        self.ratios.push(run.rate() / raw.rate());
         self.per_fsync.push(run.per_fsync());
         self.per_write.push(run.per_write());
         self.cores.push(run.cpu.cores(run.elapsed));
@@ -884,6 +887,14 @@ impl ModeRuns {
             Row::info(
                 format!("range over rounds, `{name}`: log; raw"),
                 format!("{}; {}", spread(&self.log), spread(&self.raw)),
+            ),
+            Row::info(
+                format!("ratio of each round (log ÷ its raw run), `{name}`"),
+                self.ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
         ];
         if !self.raw_at_write.is_empty() {

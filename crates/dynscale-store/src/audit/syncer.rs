@@ -1,9 +1,10 @@
-//! The sync thread: it fdatasyncs the active segment while the writer thread writes the
-//! next group, so group commit runs at the disk's fsync rate rather than at the rate of
-//! write, then fsync, then reply in turn. It acknowledges `sync` appends itself, after
-//! an fsync that began after their write; jobs queued during an fsync share the next one.
-//! It reports each finished fsync back, so the writer can hold the next group until
-//! then and write it with one call.
+//! The sync thread: it fdatasyncs the active segment while the writer thread hashes and
+//! publishes the group just written, answers the appends of the group before and takes
+//! the next one from the queue. Each job asks for the entries below its index to be
+//! made durable, by an fsync that begins after the job was sent (so after the write);
+//! jobs queued during an fsync share the next one. It reports each finished job back,
+//! so the writer holds the next group until then and writes it with one call, and
+//! answers `sync` appends once `durable` covers them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use tokio::sync::oneshot;
-
 use super::disk::SyncFile;
-use super::error::AuditError;
 use super::log::{PoisonInfo, Shared};
 
 /// Entries written to a segment, to be made durable.
@@ -26,8 +24,6 @@ pub(crate) struct SyncJob {
     pub(crate) file: Arc<dyn SyncFile>,
     /// Entries below this index are written.
     pub(crate) upto: u64,
-    /// `sync` appends to acknowledge with their first index once durable.
-    pub(crate) replies: Vec<(oneshot::Sender<Result<u64, AuditError>>, u64)>,
 }
 
 /// The writer's end of the sync thread.
@@ -118,31 +114,20 @@ fn run(rx: &Receiver<SyncJob>, done: &Sender<usize>, shared: &Shared, durable: &
         let mut jobs = vec![job];
         jobs.extend(rx.try_iter());
         let count = jobs.len();
-        let poisoned = shared
-            .poisoned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let result = match poisoned {
-            Some(info) => Err(info),
-            None => sync(&jobs).inspect_err(|info| poison(shared, info)),
-        };
-        match result {
-            Ok(()) => {
-                let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
-                durable.fetch_max(upto, Ordering::SeqCst);
-                for job in jobs {
-                    for (reply, first) in job.replies {
-                        // The appender may have stopped waiting.
-                        let _ = reply.send(Ok(first));
+        let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
+        // Jobs queued while an fsync ran may be covered by it already.
+        if upto > durable.load(Ordering::SeqCst) {
+            let poisoned = shared
+                .poisoned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some();
+            if !poisoned {
+                match sync(&jobs) {
+                    Ok(()) => {
+                        durable.fetch_max(upto, Ordering::SeqCst);
                     }
-                }
-            }
-            Err(info) => {
-                for job in jobs {
-                    for (reply, _) in job.replies {
-                        let _ = reply.send(Err(info.error()));
-                    }
+                    Err(info) => poison(shared, &info),
                 }
             }
         }

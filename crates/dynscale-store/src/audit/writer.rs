@@ -64,6 +64,9 @@ const FULL_RETRY: Duration = Duration::from_millis(20);
 /// Above this many unsynced tiles one `syncfs` is cheaper than a sync per file.
 const SYNCFS_THRESHOLD: usize = 8;
 
+/// Where an append's first index (or its failure) goes.
+type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
 /// An append waiting to be written.
 #[derive(Debug)]
 struct Pending {
@@ -150,6 +153,10 @@ pub(crate) struct Writer {
     next: u64,
     /// Entries below this index are fsynced.
     synced_next: u64,
+    /// Entries below this index are queued for an fsync on the sync thread.
+    sync_requested: u64,
+    /// `sync` appends written and waiting for their fsync: reply, first index, end.
+    awaiting: VecDeque<(Reply, u64, u64)>,
     unsynced_since: Option<Instant>,
     unsynced_tiles: Vec<PathBuf>,
     partial_written: BTreeMap<(u8, u64), u64>,
@@ -205,6 +212,8 @@ impl Writer {
             active_format: start.active_format,
             next: start.next,
             synced_next: start.next,
+            sync_requested: start.next,
+            awaiting: VecDeque::new(),
             unsynced_since: None,
             unsynced_tiles: start.unsynced_tiles,
             partial_written: start.partial_written,
@@ -241,6 +250,10 @@ impl Writer {
                 if let Some(syncer) = &mut self.syncer {
                     syncer.wait();
                 }
+            }
+            if group.requests.is_empty() {
+                // Nothing new to write before answering: answer now.
+                self.release_durable();
             }
             if group.requests.is_empty() {
                 let wait = self
@@ -361,7 +374,7 @@ impl Writer {
             // Acknowledged already: queue behind any that are waiting for space.
             self.stalled.extend(appends);
             self.flush_stalled();
-            self.hand_to_syncer(Vec::new());
+            self.request_sync(self.next);
             return;
         }
         if let Some(info) = &self.poisoned {
@@ -374,23 +387,20 @@ impl Writer {
         let results = self.write(&appends);
         if self.syncer.is_some() && self.active_sync.is_some() {
             // The sync thread fsyncs what was written (`batch` and `async` too: an entry
-            // is durable one fsync after its write) and acknowledges `sync` appends.
-            // The fsync is queued before the other replies are sent, so it starts
-            // as soon as possible.
-            let mut durable_replies = Vec::new();
-            let mut written_replies = Vec::new();
+            // is durable one fsync after its write); `sync` appends wait for that fsync.
             for (pending, result) in appends.into_iter().zip(results) {
+                let count = pending.entries.len() as u64;
                 match (result, pending.reply) {
                     (Ok(first), Some(to)) if self.durability == Durability::Sync => {
-                        durable_replies.push((to, first));
+                        self.awaiting.push_back((to, first, first + count));
                     }
-                    (result, to) => written_replies.push((to, result)),
+                    (result, to) => {
+                        reply(to, result.map_err(|failure| failure.error(&self.shared)))
+                    }
                 }
             }
-            self.hand_to_syncer(durable_replies);
-            for (to, result) in written_replies {
-                reply(to, result.map_err(|failure| failure.error(&self.shared)));
-            }
+            self.request_sync(self.next);
+            self.release_durable();
             return;
         }
         if self.durability == Durability::Sync && self.synced_next < self.next {
@@ -413,39 +423,56 @@ impl Writer {
         }
     }
 
-    /// Queues an fsync of everything written (and the `sync` replies it covers) on the
-    /// sync thread. Without one, or when it is gone, the writer syncs and replies itself.
-    fn hand_to_syncer(&mut self, replies: Vec<(oneshot::Sender<Result<u64, AuditError>>, u64)>) {
-        let durable = self.syncer.as_ref().map_or(0, Syncer::durable);
-        if replies.is_empty() && durable >= self.next {
+    /// Queues an fsync of the entries below `upto` on the sync thread, unless one is
+    /// queued already. Without a sync thread, or when it is gone, the writer syncs
+    /// itself (a failure poisons the log).
+    fn request_sync(&mut self, upto: u64) {
+        if self.sync_requested >= upto {
             return;
         }
-        let sent = match (&mut self.syncer, &self.active_sync) {
-            (Some(syncer), Some(file)) => syncer
+        if let (Some(syncer), Some(file)) = (&mut self.syncer, &self.active_sync)
+            && syncer
                 .send(SyncJob {
                     segment: self.active_first,
                     path: self.active_path.clone(),
                     file: Arc::clone(file),
-                    upto: self.next,
-                    replies,
+                    upto,
                 })
-                .map_err(|job| job.replies),
-            (_, _) => Err(replies),
-        };
-        match sent {
+                .is_ok()
+        {
+            self.sync_requested = upto;
             // The sync thread owns the batch window now.
-            Ok(()) => self.unsynced_since = None,
-            Err(replies) => {
-                let result = self.sync_active();
-                for (to, first) in replies {
-                    reply(
-                        Some(to),
-                        result
-                            .clone()
-                            .map(|()| first)
-                            .map_err(|failure| failure.error(&self.shared)),
-                    );
-                }
+            self.unsynced_since = None;
+            return;
+        }
+        let _ = self.sync_active();
+    }
+
+    /// Answers the `sync` appends whose entries are durable, and fails those a
+    /// poisoning left unsynced. When nothing queued on the sync thread can make the
+    /// oldest durable (the thread is gone), the writer syncs itself.
+    fn release_durable(&mut self) {
+        let Some(&(_, _, needed)) = self.awaiting.back() else {
+            return;
+        };
+        let in_flight = self.syncer.as_mut().is_some_and(Syncer::busy);
+        if let Some(syncer) = &self.syncer {
+            self.synced_next = self.synced_next.max(syncer.durable().min(self.next));
+        }
+        if self.synced_next < needed && !in_flight {
+            let _ = self.sync_active();
+        }
+        self.take_poison();
+        while let Some(&(_, first, end)) = self.awaiting.front() {
+            let result = if end <= self.synced_next {
+                Ok(first)
+            } else if let Some(info) = &self.poisoned {
+                Err(info.error())
+            } else {
+                break;
+            };
+            if let Some((to, _, _)) = self.awaiting.pop_front() {
+                reply(Some(to), result);
             }
         }
     }
@@ -587,6 +614,18 @@ impl Writer {
             chunk.clear();
             return Err(failure);
         }
+        // The fsync starts now, while the entries are hashed and published, and the
+        // `sync` appends of the group before (durable by now) are answered.
+        let end = self.next
+            + chunk
+                .iter()
+                .map(|&i| appends[i].entries.len() as u64)
+                .sum::<u64>();
+        let syncing = self.syncer.is_some() && self.active_sync.is_some();
+        if syncing {
+            self.request_sync(end);
+            self.release_durable();
+        }
         let mut offset = self.active_len;
         let mut offsets = Vec::new();
         let mut keys = Vec::new();
@@ -641,7 +680,7 @@ impl Writer {
         if self.durability != Durability::Async {
             self.shared.acked.fetch_max(self.next, Ordering::SeqCst);
         }
-        if self.unsynced_since.is_none() {
+        if !syncing && self.unsynced_since.is_none() {
             self.unsynced_since = Some(Instant::now());
         }
         buf.clear();
@@ -991,6 +1030,7 @@ impl Writer {
             syncer.stop();
             self.synced_next = self.synced_next.max(syncer.durable().min(self.next));
         }
+        self.release_durable();
         self.take_poison();
         self.flush_stalled();
         if let Some(info) = &self.poisoned {
