@@ -1439,10 +1439,11 @@ async fn verify_time(plan: &Plan, dir: &Path, templates: &Arc<Vec<Vec<u8>>>) -> 
                 ),
             ),
             Row::info(
-                "mean entry / directory bytes per entry",
+                "segments (frames) / key indexes / whole directory, bytes per entry",
                 format!(
-                    "{:.0} B / {:.0} B",
-                    (report.bytes - 8 * count) as f64 / count as f64,
+                    "{:.1} B / {:.2} B / {:.1} B",
+                    report.bytes as f64 / count as f64,
+                    usage.key_indexes as f64 / count as f64,
                     usage.total() as f64 / count as f64
                 ),
             ),
