@@ -1004,7 +1004,7 @@ async fn append_throughput(
             format!("{:.0}×", sync_rate / single.rate()),
         ),
         Row::info(
-            "mean frame (8-byte header + entry)",
+            "mean frame (length and checksum + entry)",
             format!("{frame_bytes:.0} B"),
         ),
     ]);

@@ -43,8 +43,8 @@
 //! sync thread fdatasyncs the active segment whenever something is written and not yet
 //! synced, so in every mode an entry is durable about one fsync after its write (the
 //! writer syncs itself at `batch_window` on a [`Disk`] without sync handles). In `sync`
-//! and `batch` mode the writer holds the next group while an fsync runs, so each fsync
-//! covers one write of everything queued meanwhile.
+//! mode the writer holds the next group while an fsync runs, so each fsync covers one
+//! write of everything queued meanwhile.
 //! Before a checkpoint is signed at size `n`, the segment is synced, then every tile
 //! written since the previous checkpoint (one `syncfs`), so whatever a checkpoint covers
 //! is durable and its tiles can be trusted at the next open.

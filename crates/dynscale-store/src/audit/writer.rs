@@ -232,17 +232,18 @@ impl Writer {
     /// The thread's body: until closed, take a group of requests, commit it, run the
     /// timers (batch fsync, retries, checkpoints).
     ///
-    /// One write per fsync: while the sync thread fsyncs the last group, the writer
-    /// takes what is queued and then waits for that fsync to end; the next group is
-    /// everything queued until then, written with one call. Requests that arrive during
-    /// the wait stay in the bounded queue, which is what holds appenders back. In
-    /// `async` mode entries are written as they come instead: they are acknowledged
-    /// already, so writing them sooner narrows what a crash can lose (and finds a full
-    /// cap sooner).
+    /// In `sync` mode, one write per fsync: while the sync thread fsyncs the last
+    /// group, the writer takes what is queued and then waits for that fsync to end; the
+    /// next group is everything queued until then, written with one call. Requests that
+    /// arrive during the wait stay in the bounded queue, which is what holds appenders
+    /// back. In `batch` and `async` mode entries are written as they come: they are
+    /// acknowledged at the write (or before), so holding them would add an fsync to each
+    /// acknowledgement (and in `async` mode widen what a crash loses and find a full cap
+    /// later); the sync thread still fsyncs whatever is written, as soon as it can.
     pub(crate) fn run(mut self) {
         loop {
             let mut group = Group::default();
-            if self.durability != Durability::Async
+            if self.durability == Durability::Sync
                 && let Some(syncer) = &mut self.syncer
                 && syncer.busy()
             {
