@@ -10,11 +10,16 @@
 //! - kind 1, a decision (first layout, still decoded): `at` is a varint of unix
 //!   microseconds; every field is text, the context a JSON string.
 //! - kind 2, an event: `at` as in kind 1, then kind, subject and detail (JSON text).
-//! - kind 3, a decision (written now), see [`encode_decision`]: `at` is a zigzag varint
-//!   of microseconds relative to the UUIDv7 millisecond timestamp in the id, reasons and
-//!   warnings name their policy by its position in `policies`, versions are varints,
-//!   the context is binary JSON. Nothing refers outside the entry, so one entry (as in
-//!   a proof bundle) still renders the whole decision.
+//! - kind 3, a decision (still decoded): `at` is a zigzag varint of microseconds
+//!   relative to the UUIDv7 millisecond timestamp in the id, reasons and warnings name
+//!   their policy by its position in `policies`, versions are varints, the context is
+//!   binary JSON.
+//! - kind 4, a decision (written now), see [`encode_decision`]: kind 3 where any text
+//!   may refer to a text earlier in the same entry (a namespace to its action or pack,
+//!   a throttle reason to its policy and agent), a `type::"id"` resource is stored as
+//!   its two parts, common versions take one byte, small numbers and short strings of
+//!   the context one tag byte. Nothing refers outside the entry, so one entry (as in a
+//!   proof bundle) still renders the whole decision.
 //!
 //! An unknown kind byte is refused with [`DecodeError::UnknownKind`].
 
@@ -31,15 +36,25 @@ use crate::namespace::{Namespace, Scope};
 pub const KIND_DECISION: u8 = 1;
 /// Entry kind byte of an event.
 pub const KIND_EVENT: u8 = 2;
-/// Entry kind byte of a decision in the compact layout (the one written).
+/// Entry kind byte of a decision in the first compact layout (still decoded).
 pub const KIND_DECISION_COMPACT: u8 = 3;
+/// Entry kind byte of a decision in the compact layout with text references (the one
+/// written).
+pub const KIND_DECISION_REFS: u8 = 4;
 
 /// Flag bits of a kind 3 decision, after the outcome in bits 0..3.
 const FLAG_PACK: u8 = 0x08;
 const FLAG_WARNINGS: u8 = 0x10;
 const FLAG_ESCALATION: u8 = 0x20;
 const FLAG_CONTEXT: u8 = 0x40;
+/// Kind 4 only: the resource is `Type::"id"`, stored as its type and id.
+const FLAG_RESOURCE_PARTS: u8 = 0x80;
 const OUTCOME_MASK: u8 = 0x07;
+/// Kind 4: a text is written as a reference only to an earlier text at least this long.
+const MIN_REFERENCE: usize = 3;
+/// Kind 4: the most bytes the texts of one entry may expand to through references, so a
+/// damaged or hostile entry cannot make a reader allocate without bound.
+const MAX_EXPANDED: usize = 64 << 20;
 /// Deepest nesting of a binary JSON value that decodes (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 64;
 
@@ -115,8 +130,13 @@ impl AuditEntry {
         let mut r = Reader { bytes, pos: 0 };
         let kind = r.byte()?;
         let id = Uuid::from_bytes(r.array::<16>()?);
-        if kind == KIND_DECISION_COMPACT {
-            let record = decode_decision(&mut r, id)?;
+        if kind == KIND_DECISION_COMPACT || kind == KIND_DECISION_REFS {
+            let layout = if kind == KIND_DECISION_REFS {
+                Layout::Refs
+            } else {
+                Layout::Compact
+            };
+            let record = decode_decision(&mut r, id, &mut Texts::new(layout))?;
             if r.pos != bytes.len() {
                 return Err(DecodeError::Trailing { offset: r.pos });
             }
@@ -222,24 +242,53 @@ pub enum DecodeError {
     Trailing { offset: usize },
 }
 
-/// Appends a decision in the compact layout (kind 3):
+/// Appends a decision in the compact layout with text references (kind 4):
 ///
 /// ```text
-/// 3 ‖ id[16] ‖ at: zigzag varint, µs − (UUIDv7 ms of id, else 0) × 1000
+/// 4 ‖ id[16] ‖ at: zigzag varint, µs − (UUIDv7 ms of id, else 0) × 1000
 /// ‖ flags: u8, outcome in bits 0..3, then pack 0x08, warnings 0x10, escalation 0x20,
-///   context 0x40
-/// ‖ snapshot: varint ‖ [pack: str] ‖ agent: varint bytes shared with the pack's
-///   start, then the rest as str ‖ action: str ‖ resource: str ‖ namespace: str
-/// ‖ policies: count, each name: str ‖ version (see `put_version`)
-/// ‖ reasons: count, each rule (see `put_rule`) ‖ [warnings: count, each rule]
-/// ‖ [context: count, each key: str ‖ value (binary JSON, see `put_value`)]
+///   context 0x40, resource in parts 0x80
+/// ‖ snapshot: varint ‖ [pack: text] ‖ agent: varint bytes shared with the pack's
+///   start, then the rest as text ‖ action: text
+/// ‖ resource: text, or with 0x80 type: text ‖ id: text for `type::"id"`
+/// ‖ namespace: text
+/// ‖ policies: count, each name: text ‖ version (see `put_version`)
+/// ‖ reasons: count, each rule (see `put_rules`) ‖ [warnings: count, each rule]
+/// ‖ [context: count, each key: text ‖ value (binary JSON, see `put_value`)]
 /// ‖ [escalation id: 16 bytes]
 /// ```
+///
+/// A text is `varint 2·n ‖ n bytes of UTF-8`, or `varint 2·k + 1` and k pieces, each
+/// `varint 2·n ‖ n bytes` (a literal piece) or `varint 2·i + 1` (the i-th text the
+/// entry holds before, in this order: pack, agent, action, resource, the resource's id,
+/// namespace, each policy, each reason, each warning, each context key and string
+/// value). So a namespace can name the action or pack it contains, and a throttle
+/// reason the policy and agent it quotes, without referring outside the entry: one
+/// entry (as in a proof bundle) still renders the whole decision. A text takes pieces
+/// only when that is shorter.
+///
+/// Kind 3 (the layout before, still decoded) has the same fields with every text a
+/// plain `varint n ‖ bytes`, no resource parts, versions as in `put_version` without
+/// the packed form, and context tags 0..=8 only.
 pub fn encode_decision(w: &mut Vec<u8>, d: &DecisionRecord) {
-    w.push(KIND_DECISION_COMPACT);
+    encode_decision_as(w, d, &mut Texts::new(Layout::Refs));
+}
+
+fn encode_decision_as(w: &mut Vec<u8>, d: &DecisionRecord, texts: &mut Texts) {
+    let refs = texts.layout == Layout::Refs;
+    w.push(if refs {
+        KIND_DECISION_REFS
+    } else {
+        KIND_DECISION_COMPACT
+    });
     w.extend_from_slice(d.decision_id.as_bytes());
     put_zigzag(w, micros(d.at) - time_base(&d.decision_id));
     let pack = d.pack.as_deref().unwrap_or("");
+    let resource_parts = if refs {
+        resource_parts(&d.resource)
+    } else {
+        None
+    };
     let mut flags = outcome_byte(d.outcome);
     if !pack.is_empty() {
         flags |= FLAG_PACK;
@@ -253,43 +302,262 @@ pub fn encode_decision(w: &mut Vec<u8>, d: &DecisionRecord) {
     if !d.context.is_empty() {
         flags |= FLAG_CONTEXT;
     }
+    if resource_parts.is_some() {
+        flags |= FLAG_RESOURCE_PARTS;
+    }
     w.push(flags);
     put_varint(w, d.snapshot);
     if !pack.is_empty() {
-        put_str(w, pack);
+        texts.put(w, pack);
+        texts.learn(pack);
     }
     let shared = common_prefix(pack, &d.agent);
     put_varint(w, shared as u64);
-    put_str(w, &d.agent[shared..]);
-    put_str(w, &d.action);
-    put_str(w, &d.resource);
-    put_str(w, &d.namespace);
+    texts.put(w, &d.agent[shared..]);
+    texts.learn(&d.agent);
+    texts.put(w, &d.action);
+    texts.learn(&d.action);
+    match resource_parts {
+        Some((kind, id)) => {
+            texts.put(w, kind);
+            texts.put(w, id);
+            texts.learn(&d.resource);
+            texts.learn(id);
+        }
+        None => {
+            texts.put(w, &d.resource);
+            texts.learn(&d.resource);
+        }
+    }
+    texts.put(w, &d.namespace);
+    texts.learn(&d.namespace);
     put_varint(w, d.policies.len() as u64);
     for policy in &d.policies {
         match policy.rsplit_once('@') {
             Some((name, version)) => {
-                put_str(w, name);
-                put_version(w, version);
+                texts.put(w, name);
+                put_version(w, version, texts);
             }
             None => {
-                put_str(w, policy);
+                texts.put(w, policy);
                 w.push(0);
             }
         }
+        texts.learn(policy);
     }
-    put_rules(w, &d.reasons, &d.policies);
+    put_rules(w, &d.reasons, &d.policies, texts);
     if !d.warnings.is_empty() {
-        put_rules(w, &d.warnings, &d.policies);
+        put_rules(w, &d.warnings, &d.policies, texts);
     }
     if !d.context.is_empty() {
-        put_object(w, &d.context);
+        put_object(w, &d.context, texts);
     }
     if let Some(id) = d.escalation_id {
         w.extend_from_slice(id.as_bytes());
     }
 }
 
-fn decode_decision(r: &mut Reader<'_>, decision_id: Uuid) -> Result<DecisionRecord, DecodeError> {
+/// The type and id of a resource written `type::"id"` (an id without quotes or
+/// backslashes, so the parts give back the same text).
+fn resource_parts(resource: &str) -> Option<(&str, &str)> {
+    let (kind, id) = resource.strip_suffix('"')?.rsplit_once("::\"")?;
+    (!kind.is_empty() && !id.contains(['"', '\\'])).then_some((kind, id))
+}
+
+/// The two compact decision layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Kind 3: plain texts.
+    Compact,
+    /// Kind 4: texts may refer to earlier texts of the entry.
+    Refs,
+}
+
+/// The texts of one entry, as far as written or read, for kind 4's references.
+#[derive(Debug)]
+struct Texts {
+    layout: Layout,
+    table: Vec<String>,
+    /// Bytes of text read so far (bounded by `MAX_EXPANDED`).
+    expanded: usize,
+}
+
+/// A piece of a kind 4 text.
+enum Piece<'a> {
+    Literal(&'a str),
+    Reference(usize),
+}
+
+impl Texts {
+    fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            table: Vec::new(),
+            expanded: 0,
+        }
+    }
+
+    /// Records a text later texts may refer to (kind 4).
+    fn learn(&mut self, text: &str) {
+        if self.layout == Layout::Refs {
+            self.table.push(text.to_owned());
+        }
+    }
+
+    /// Writes a text: plain in kind 3; in kind 4 as pieces when that is shorter.
+    fn put(&self, w: &mut Vec<u8>, text: &str) {
+        if self.layout == Layout::Compact {
+            put_str(w, text);
+            return;
+        }
+        match self.pieces(text) {
+            Some(pieces) if pieces_len(&pieces) < literal_len(text) => {
+                put_varint(w, 2 * pieces.len() as u64 + 1);
+                for piece in pieces {
+                    match piece {
+                        Piece::Literal(literal) => {
+                            put_varint(w, 2 * literal.len() as u64);
+                            w.extend_from_slice(literal.as_bytes());
+                        }
+                        Piece::Reference(i) => put_varint(w, 2 * i as u64 + 1),
+                    }
+                }
+            }
+            _ => {
+                put_varint(w, 2 * text.len() as u64);
+                w.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+
+    /// `text` cut into literals and references to the longest earlier text found at
+    /// each position (the first of equal ones), scanning left to right; `None` when
+    /// no earlier text occurs in it.
+    fn pieces<'a>(&self, text: &'a str) -> Option<Vec<Piece<'a>>> {
+        let mut pieces = Vec::new();
+        let (mut pos, mut literal_from) = (0, 0);
+        while pos < text.len() {
+            let rest = &text[pos..];
+            let best = self
+                .table
+                .iter()
+                .enumerate()
+                .filter(|(_, known)| {
+                    known.len() >= MIN_REFERENCE && rest.starts_with(known.as_str())
+                })
+                .max_by_key(|(i, known)| (known.len(), std::cmp::Reverse(*i)));
+            match best {
+                Some((i, known)) => {
+                    if literal_from < pos {
+                        pieces.push(Piece::Literal(&text[literal_from..pos]));
+                    }
+                    pieces.push(Piece::Reference(i));
+                    pos += known.len();
+                    literal_from = pos;
+                }
+                None => pos += rest.chars().next().map_or(1, char::len_utf8),
+            }
+        }
+        if pieces.is_empty() {
+            return None;
+        }
+        if literal_from < text.len() {
+            pieces.push(Piece::Literal(&text[literal_from..]));
+        }
+        Some(pieces)
+    }
+
+    /// Reads a text written by [`Texts::put`].
+    fn read(&mut self, r: &mut Reader<'_>) -> Result<String, DecodeError> {
+        if self.layout == Layout::Compact {
+            return r.string();
+        }
+        let start = r.pos;
+        let head = r.varint()?;
+        let text = if head % 2 == 0 {
+            r.utf8(head / 2)?
+        } else {
+            let n = (head - 1) / 2;
+            // Each piece takes at least one byte.
+            if n == 0 || n > (r.bytes.len() - r.pos) as u64 {
+                return Err(DecodeError::Invalid {
+                    offset: start,
+                    what: "text pieces",
+                });
+            }
+            let mut text = String::new();
+            for _ in 0..n {
+                let at = r.pos;
+                let piece = r.varint()?;
+                if piece % 2 == 0 {
+                    let literal = r.utf8(piece / 2)?;
+                    if literal.is_empty() {
+                        return Err(DecodeError::Invalid {
+                            offset: at,
+                            what: "empty text piece",
+                        });
+                    }
+                    text.push_str(&literal);
+                } else {
+                    let known = usize::try_from((piece - 1) / 2)
+                        .ok()
+                        .and_then(|i| self.table.get(i))
+                        .ok_or(DecodeError::Invalid {
+                            offset: at,
+                            what: "text reference",
+                        })?;
+                    if known.len() + text.len() + self.expanded > MAX_EXPANDED {
+                        return Err(DecodeError::Invalid {
+                            offset: at,
+                            what: "text expansion",
+                        });
+                    }
+                    text.push_str(known);
+                }
+            }
+            text
+        };
+        self.expanded += text.len();
+        if self.expanded > MAX_EXPANDED {
+            return Err(DecodeError::Invalid {
+                offset: start,
+                what: "text expansion",
+            });
+        }
+        Ok(text)
+    }
+}
+
+fn literal_len(text: &str) -> usize {
+    varint_len(2 * text.len() as u64) + text.len()
+}
+
+fn pieces_len(pieces: &[Piece<'_>]) -> usize {
+    varint_len(2 * pieces.len() as u64 + 1)
+        + pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Literal(literal) => literal_len(literal),
+                Piece::Reference(i) => varint_len(2 * *i as u64 + 1),
+            })
+            .sum::<usize>()
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn decode_decision(
+    r: &mut Reader<'_>,
+    decision_id: Uuid,
+    texts: &mut Texts,
+) -> Result<DecisionRecord, DecodeError> {
+    let refs = texts.layout == Layout::Refs;
     let at_pos = r.pos;
     let at = r
         .zigzag()?
@@ -305,7 +573,7 @@ fn decode_decision(r: &mut Reader<'_>, decision_id: Uuid) -> Result<DecisionReco
     let flags_pos = r.pos;
     let flags = r.byte()?;
     let outcome = outcome_from(flags & OUTCOME_MASK)
-        .filter(|_| flags & 0x80 == 0)
+        .filter(|_| refs || flags & FLAG_RESOURCE_PARTS == 0)
         .ok_or(DecodeError::Invalid {
             offset: flags_pos,
             what: "outcome and flags",
@@ -313,13 +581,14 @@ fn decode_decision(r: &mut Reader<'_>, decision_id: Uuid) -> Result<DecisionReco
     let snapshot = r.varint()?;
     let pack = if flags & FLAG_PACK != 0 {
         let pos = r.pos;
-        let pack = r.string()?;
+        let pack = texts.read(r)?;
         if pack.is_empty() {
             return Err(DecodeError::Invalid {
                 offset: pos,
                 what: "pack",
             });
         }
+        texts.learn(&pack);
         Some(pack)
     } else {
         None
@@ -334,23 +603,46 @@ fn decode_decision(r: &mut Reader<'_>, decision_id: Uuid) -> Result<DecisionReco
             offset: shared_pos,
             what: "agent prefix",
         })?;
-    let agent = format!("{prefix}{}", r.string()?);
-    let action = r.string()?;
-    let resource = r.string()?;
-    let namespace = r.string()?;
+    let agent = format!("{prefix}{}", texts.read(r)?);
+    texts.learn(&agent);
+    let action = texts.read(r)?;
+    texts.learn(&action);
+    let resource = if flags & FLAG_RESOURCE_PARTS != 0 {
+        let pos = r.pos;
+        let kind = texts.read(r)?;
+        let id = texts.read(r)?;
+        let resource = format!("{kind}::\"{id}\"");
+        if resource_parts(&resource) != Some((kind.as_str(), id.as_str())) {
+            return Err(DecodeError::Invalid {
+                offset: pos,
+                what: "resource parts",
+            });
+        }
+        texts.learn(&resource);
+        texts.learn(&id);
+        resource
+    } else {
+        let resource = texts.read(r)?;
+        texts.learn(&resource);
+        resource
+    };
+    let namespace = texts.read(r)?;
+    texts.learn(&namespace);
     let count = r.count()?;
     let mut policies = Vec::with_capacity(count.min(64));
     for _ in 0..count {
-        let name = r.string()?;
-        match r.version()? {
-            Some(version) => policies.push(format!("{name}@{version}")),
-            None => policies.push(name),
-        }
+        let name = texts.read(r)?;
+        let policy = match r.version(texts)? {
+            Some(version) => format!("{name}@{version}"),
+            None => name,
+        };
+        texts.learn(&policy);
+        policies.push(policy);
     }
-    let reasons = r.rules(&policies)?;
+    let reasons = r.rules(&policies, texts)?;
     let warnings = if flags & FLAG_WARNINGS != 0 {
         let pos = r.pos;
-        let warnings = r.rules(&policies)?;
+        let warnings = r.rules(&policies, texts)?;
         if warnings.is_empty() {
             return Err(DecodeError::Invalid {
                 offset: pos,
@@ -363,7 +655,7 @@ fn decode_decision(r: &mut Reader<'_>, decision_id: Uuid) -> Result<DecisionReco
     };
     let context = if flags & FLAG_CONTEXT != 0 {
         let pos = r.pos;
-        let context = r.object(0)?;
+        let context = r.object(0, texts)?;
         if context.is_empty() {
             return Err(DecodeError::Invalid {
                 offset: pos,
@@ -435,9 +727,11 @@ fn put_zigzag(w: &mut Vec<u8>, v: i64) {
     put_varint(w, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-/// A policy version: `1 ‖ str` for any text, `2 + major ‖ minor ‖ patch` (varints) for
-/// a plain `major.minor.patch` without leading zeros.
-fn put_version(w: &mut Vec<u8>, version: &str) {
+/// A policy version. Kind 3: `1 ‖ str` for any text, `2 + major ‖ minor ‖ patch`
+/// (varints) for a plain `major.minor.patch` without leading zeros. Kind 4: `1 ‖ text`,
+/// `2 + 2·major ‖ minor ‖ patch`, or one varint `3 + 2·(16·major + 4·minor + patch)`
+/// when minor and patch are below 4 (one byte up to 3.3.3).
+fn put_version(w: &mut Vec<u8>, version: &str, texts: &Texts) {
     let parts: Vec<&str> = version.split('.').collect();
     let numbers: Option<Vec<u64>> = if parts.len() == 3 {
         parts
@@ -452,22 +746,30 @@ fn put_version(w: &mut Vec<u8>, version: &str) {
     } else {
         None
     };
-    match numbers {
-        Some(n) if n[0] < u64::MAX - 2 => {
+    match (texts.layout, numbers) {
+        (Layout::Compact, Some(n)) if n[0] < u64::MAX - 2 => {
             put_varint(w, n[0] + 2);
+            put_varint(w, n[1]);
+            put_varint(w, n[2]);
+        }
+        (Layout::Refs, Some(n)) if n[1] < 4 && n[2] < 4 && n[0] < (u64::MAX - 3) / 32 => {
+            put_varint(w, 3 + 2 * (16 * n[0] + 4 * n[1] + n[2]));
+        }
+        (Layout::Refs, Some(n)) if n[0] < (u64::MAX - 2) / 2 => {
+            put_varint(w, 2 + 2 * n[0]);
             put_varint(w, n[1]);
             put_varint(w, n[2]);
         }
         _ => {
             w.push(1);
-            put_str(w, version);
+            texts.put(w, version);
         }
     }
 }
 
-/// Reasons or warnings: count, then each as `0 ‖ str` (the text as is) or `i + 1 ‖ str`
-/// for `policies[i] + "#" + str`.
-fn put_rules(w: &mut Vec<u8>, rules: &[String], policies: &[String]) {
+/// Reasons or warnings: count, then each as `0 ‖ text` (the text as is) or `i + 1 ‖
+/// text` for `policies[i] + "#" + text`.
+fn put_rules(w: &mut Vec<u8>, rules: &[String], policies: &[String], texts: &mut Texts) {
     put_varint(w, rules.len() as u64);
     for rule in rules {
         let found = policies.iter().enumerate().find_map(|(i, p)| {
@@ -478,22 +780,25 @@ fn put_rules(w: &mut Vec<u8>, rules: &[String], policies: &[String]) {
         match found {
             Some((i, rest)) => {
                 put_varint(w, i as u64 + 1);
-                put_str(w, rest);
+                texts.put(w, rest);
             }
             None => {
                 w.push(0);
-                put_str(w, rule);
+                texts.put(w, rule);
             }
         }
+        texts.learn(rule);
     }
 }
 
-/// Binary JSON: an object is `count ‖ (key: str ‖ value)*` with keys in the map's order.
-fn put_object(w: &mut Vec<u8>, map: &Map<String, Value>) {
+/// Binary JSON: an object is `count ‖ (key: text ‖ value)*` with keys in the map's
+/// order.
+fn put_object(w: &mut Vec<u8>, map: &Map<String, Value>, texts: &mut Texts) {
     put_varint(w, map.len() as u64);
     for (k, v) in map {
-        put_str(w, k);
-        put_value(w, v);
+        texts.put(w, k);
+        texts.learn(k);
+        put_value(w, v, texts);
     }
 }
 
@@ -507,17 +812,29 @@ const JSON_STRING: u8 = 6;
 const JSON_ARRAY: u8 = 7;
 const JSON_OBJECT: u8 = 8;
 
+/// Kind 4: tags of small unsigned integers (the value is the tag − `JSON_SMALL_UINT`).
+const JSON_SMALL_UINT: u8 = 9;
+const JSON_SMALL_UINT_MAX: u64 = 31;
+/// Kind 4: tags of short strings written as is (the length is the tag − this).
+const JSON_SHORT_STRING: u8 = 64;
+
 /// A JSON value: a tag byte, then a varint (u64, or −1 − n of a negative i64), an f64
-/// (8 bytes LE), a str, `count ‖ values`, or an object.
-fn put_value(w: &mut Vec<u8>, v: &Value) {
+/// (8 bytes LE), a text, `count ‖ values`, or an object. Kind 4 adds tags 9..=40 for
+/// the integers 0..=31 and tags 64..=255 for strings of 0..=191 bytes written as is.
+fn put_value(w: &mut Vec<u8>, v: &Value, texts: &mut Texts) {
+    let refs = texts.layout == Layout::Refs;
     match v {
         Value::Null => w.push(JSON_NULL),
         Value::Bool(false) => w.push(JSON_FALSE),
         Value::Bool(true) => w.push(JSON_TRUE),
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
-                w.push(JSON_UINT);
-                put_varint(w, u);
+                if refs && u <= JSON_SMALL_UINT_MAX {
+                    w.push(JSON_SMALL_UINT + u as u8);
+                } else {
+                    w.push(JSON_UINT);
+                    put_varint(w, u);
+                }
             } else if let Some(i) = n.as_i64() {
                 w.push(JSON_NEGINT);
                 put_varint(w, !(i as u64));
@@ -527,19 +844,34 @@ fn put_value(w: &mut Vec<u8>, v: &Value) {
             }
         }
         Value::String(s) => {
-            w.push(JSON_STRING);
-            put_str(w, s);
+            let short = u8::try_from(s.len())
+                .ok()
+                .filter(|len| *len <= u8::MAX - JSON_SHORT_STRING);
+            let mut text = Vec::new();
+            texts.put(&mut text, s);
+            match short {
+                // Written as is, unless its pieces are shorter.
+                Some(len) if refs && text.len() > s.len() => {
+                    w.push(JSON_SHORT_STRING + len);
+                    w.extend_from_slice(s.as_bytes());
+                }
+                _ => {
+                    w.push(JSON_STRING);
+                    w.extend_from_slice(&text);
+                }
+            }
+            texts.learn(s);
         }
         Value::Array(items) => {
             w.push(JSON_ARRAY);
             put_varint(w, items.len() as u64);
             for item in items {
-                put_value(w, item);
+                put_value(w, item, texts);
             }
         }
         Value::Object(map) => {
             w.push(JSON_OBJECT);
-            put_object(w, map);
+            put_object(w, map, texts);
         }
     }
 }
@@ -639,14 +971,15 @@ impl Reader<'_> {
     }
 
     fn string(&mut self) -> Result<String, DecodeError> {
-        let start = self.pos;
-        let len = usize::try_from(self.varint()?).map_err(|_| DecodeError::Invalid {
-            offset: start,
-            what: "length",
-        })?;
-        let end = self
-            .pos
-            .checked_add(len)
+        let len = self.varint()?;
+        self.utf8(len)
+    }
+
+    /// `len` bytes of UTF-8 text.
+    fn utf8(&mut self, len: u64) -> Result<String, DecodeError> {
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.pos.checked_add(len))
             .filter(|e| *e <= self.bytes.len())
             .ok_or(DecodeError::Truncated { offset: self.pos })?;
         let s =
@@ -677,50 +1010,68 @@ impl Reader<'_> {
     }
 
     /// A policy version (see `put_version`); `None` for a policy without one.
-    fn version(&mut self) -> Result<Option<String>, DecodeError> {
+    fn version(&mut self, texts: &mut Texts) -> Result<Option<String>, DecodeError> {
         let start = self.pos;
-        match self.varint()? {
-            0 => Ok(None),
-            1 => Ok(Some(self.string()?)),
-            major => {
-                let (minor, patch) = (self.varint()?, self.varint()?);
-                if major == u64::MAX {
-                    return Err(DecodeError::Invalid {
-                        offset: start,
-                        what: "version",
-                    });
-                }
-                Ok(Some(format!("{}.{minor}.{patch}", major - 2)))
+        let invalid = DecodeError::Invalid {
+            offset: start,
+            what: "version",
+        };
+        let major = match (self.varint()?, texts.layout) {
+            (0, _) => return Ok(None),
+            (1, _) => return Ok(Some(texts.read(self)?)),
+            (u64::MAX, Layout::Compact) => return Err(invalid),
+            (v, Layout::Compact) => v - 2,
+            (v, Layout::Refs) if v % 2 == 0 => (v - 2) / 2,
+            (v, Layout::Refs) => {
+                let packed = (v - 3) / 2;
+                return Ok(Some(format!(
+                    "{}.{}.{}",
+                    packed / 16,
+                    (packed / 4) % 4,
+                    packed % 4
+                )));
             }
-        }
+        };
+        let (minor, patch) = (self.varint()?, self.varint()?);
+        Ok(Some(format!("{major}.{minor}.{patch}")))
     }
 
     /// Reasons or warnings (see `put_rules`).
-    fn rules(&mut self, policies: &[String]) -> Result<Vec<String>, DecodeError> {
+    fn rules(
+        &mut self,
+        policies: &[String],
+        texts: &mut Texts,
+    ) -> Result<Vec<String>, DecodeError> {
         let n = self.count()?;
         let mut out = Vec::with_capacity(n.min(64));
         for _ in 0..n {
             let start = self.pos;
             let policy = self.varint()?;
-            let text = self.string()?;
-            if policy == 0 {
-                out.push(text);
-                continue;
-            }
-            let policy = usize::try_from(policy - 1)
-                .ok()
-                .and_then(|i| policies.get(i))
-                .ok_or(DecodeError::Invalid {
-                    offset: start,
-                    what: "policy reference",
-                })?;
-            out.push(format!("{policy}#{text}"));
+            let text = texts.read(self)?;
+            let rule = if policy == 0 {
+                text
+            } else {
+                let policy = usize::try_from(policy - 1)
+                    .ok()
+                    .and_then(|i| policies.get(i))
+                    .ok_or(DecodeError::Invalid {
+                        offset: start,
+                        what: "policy reference",
+                    })?;
+                format!("{policy}#{text}")
+            };
+            texts.learn(&rule);
+            out.push(rule);
         }
         Ok(out)
     }
 
     /// A binary JSON object (see `put_object`); duplicate keys are refused.
-    fn object(&mut self, depth: usize) -> Result<Map<String, Value>, DecodeError> {
+    fn object(
+        &mut self,
+        depth: usize,
+        texts: &mut Texts,
+    ) -> Result<Map<String, Value>, DecodeError> {
         let start = self.pos;
         if depth > MAX_DEPTH {
             return Err(DecodeError::Invalid {
@@ -732,8 +1083,9 @@ impl Reader<'_> {
         let mut map = Map::new();
         for _ in 0..n {
             let key_at = self.pos;
-            let key = self.string()?;
-            let value = self.value(depth + 1)?;
+            let key = texts.read(self)?;
+            texts.learn(&key);
+            let value = self.value(depth + 1, texts)?;
             if map.insert(key, value).is_some() {
                 return Err(DecodeError::Invalid {
                     offset: key_at,
@@ -744,7 +1096,7 @@ impl Reader<'_> {
         Ok(map)
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+    fn value(&mut self, depth: usize, texts: &mut Texts) -> Result<Value, DecodeError> {
         let start = self.pos;
         let invalid = |what| DecodeError::Invalid {
             offset: start,
@@ -753,6 +1105,7 @@ impl Reader<'_> {
         if depth > MAX_DEPTH {
             return Err(invalid("nesting depth"));
         }
+        let refs = texts.layout == Layout::Refs;
         Ok(match self.byte()? {
             JSON_NULL => Value::Null,
             JSON_FALSE => Value::Bool(false),
@@ -769,16 +1122,31 @@ impl Reader<'_> {
                 let f = f64::from_le_bytes(self.array::<8>()?);
                 Value::Number(serde_json::Number::from_f64(f).ok_or(invalid("number"))?)
             }
-            JSON_STRING => Value::String(self.string()?),
+            JSON_STRING => {
+                let s = texts.read(self)?;
+                texts.learn(&s);
+                Value::String(s)
+            }
             JSON_ARRAY => {
                 let n = self.count()?;
                 let mut items = Vec::with_capacity(n.min(64));
                 for _ in 0..n {
-                    items.push(self.value(depth + 1)?);
+                    items.push(self.value(depth + 1, texts)?);
                 }
                 Value::Array(items)
             }
-            JSON_OBJECT => Value::Object(self.object(depth)?),
+            JSON_OBJECT => Value::Object(self.object(depth, texts)?),
+            tag if refs
+                && (JSON_SMALL_UINT..=JSON_SMALL_UINT + JSON_SMALL_UINT_MAX as u8)
+                    .contains(&tag) =>
+            {
+                Value::from(tag - JSON_SMALL_UINT)
+            }
+            tag if refs && tag >= JSON_SHORT_STRING => {
+                let s = self.utf8(u64::from(tag - JSON_SHORT_STRING))?;
+                texts.learn(&s);
+                Value::String(s)
+            }
             _ => return Err(invalid("JSON value tag")),
         })
     }
@@ -923,11 +1291,133 @@ mod tests {
         assert_eq!(AuditEntry::decode(&ev.encode()).unwrap(), ev);
     }
 
+    /// The bytes of `d` in kind 3, the compact layout before text references.
+    fn kind3(d: &DecisionRecord) -> Vec<u8> {
+        let mut w = Vec::new();
+        encode_decision_as(&mut w, d, &mut Texts::new(Layout::Compact));
+        w
+    }
+
+    /// A throttled transfer as the example workload logs it.
+    fn throttled() -> DecisionRecord {
+        DecisionRecord {
+            decision_id: Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0002),
+            at: OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap(),
+            outcome: Outcome::Throttle,
+            snapshot: 5,
+            agent: "treasury-118".into(),
+            pack: Some("treasury".into()),
+            action: "transfer".into(),
+            resource: "Account::\"acct-13316\"".into(),
+            namespace: "payment.transfer.finance.usa.acme".into(),
+            policies: vec!["base-safety@1.0.0".into(), "payments-guard@2.1.0".into()],
+            reasons: vec![
+                "quota payments-guard@2.1.0#agent-rate: 100/s, burst 200 exceeded for agent \
+                 treasury-118"
+                    .into(),
+            ],
+            warnings: vec![],
+            context: json!({"amount": 4729, "currency": "EUR", "destination_country": "fra"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            escalation_id: None,
+        }
+    }
+
+    #[test]
+    fn texts_refer_to_earlier_texts_of_the_same_entry() {
+        let d = throttled();
+        let bytes = AuditEntry::Decision(d.clone()).encode();
+        assert_eq!(bytes[0], KIND_DECISION_REFS);
+        assert_eq!(
+            AuditEntry::decode(&bytes).unwrap(),
+            AuditEntry::Decision(d.clone())
+        );
+        let old = kind3(&d);
+        assert_eq!(old[0], KIND_DECISION_COMPACT);
+        assert_eq!(AuditEntry::decode(&old).unwrap(), AuditEntry::Decision(d));
+        // The reason names its policy and agent, the namespace its action.
+        assert!(
+            bytes.len() + 35 < old.len(),
+            "kind 4 {} bytes, kind 3 {}",
+            bytes.len(),
+            old.len()
+        );
+        let mut d = decision();
+        d.namespace = "data.export.crm.deu.acme".into();
+        d.action = "data.export".into();
+        d.context = json!({"destination_country": "deu", "n": 3})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let bytes = AuditEntry::Decision(d.clone()).encode();
+        assert_eq!(
+            AuditEntry::decode(&bytes).unwrap(),
+            AuditEntry::Decision(d.clone())
+        );
+        assert!(bytes.len() + 12 < kind3(&d).len());
+    }
+
+    #[test]
+    fn references_that_expand_without_bound_are_refused() {
+        // Context values that each repeat the one before twice: 2^k bytes from a few.
+        let d = decision();
+        let mut bytes = vec![KIND_DECISION_REFS];
+        bytes.extend_from_slice(d.decision_id.as_bytes());
+        put_zigzag(&mut bytes, micros(d.at) - time_base(&d.decision_id));
+        bytes.push(FLAG_CONTEXT);
+        put_varint(&mut bytes, 1); // snapshot
+        put_varint(&mut bytes, 0); // agent prefix
+        for text in ["agent", "act", "res", "ns"] {
+            put_varint(&mut bytes, 2 * text.len() as u64);
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        bytes.extend_from_slice(&[0, 0]); // no policies, no reasons
+        let values = 40u64;
+        put_varint(&mut bytes, values);
+        // Texts so far: agent 0, action 1, resource 2, namespace 3.
+        for k in 0..values {
+            let key = format!("k{k:02}");
+            put_varint(&mut bytes, 2 * key.len() as u64);
+            bytes.extend_from_slice(key.as_bytes());
+            bytes.push(JSON_STRING);
+            // The previous value (or the agent), twice.
+            let previous = if k == 0 { 0 } else { 4 + 2 * k - 1 };
+            put_varint(&mut bytes, 2 * 2 + 1);
+            put_varint(&mut bytes, 2 * previous + 1);
+            put_varint(&mut bytes, 2 * previous + 1);
+        }
+        assert!(matches!(
+            AuditEntry::decode(&bytes),
+            Err(DecodeError::Invalid {
+                what: "text expansion",
+                ..
+            })
+        ));
+        // A reference to a text not yet read is refused.
+        let mut ahead = vec![KIND_DECISION_REFS];
+        ahead.extend_from_slice(d.decision_id.as_bytes());
+        put_zigzag(&mut ahead, micros(d.at) - time_base(&d.decision_id));
+        ahead.push(0);
+        put_varint(&mut ahead, 1);
+        put_varint(&mut ahead, 0);
+        put_varint(&mut ahead, 3); // one piece
+        put_varint(&mut ahead, 2 * 7 + 1); // text 7: none yet
+        assert!(matches!(
+            AuditEntry::decode(&ahead),
+            Err(DecodeError::Invalid {
+                what: "text reference",
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn compact_layout_is_written_and_first_layout_still_reads() {
         let d = decision();
         let bytes = AuditEntry::Decision(d.clone()).encode();
-        assert_eq!(bytes[0], KIND_DECISION_COMPACT);
+        assert_eq!(bytes[0], KIND_DECISION_REFS);
         // The same decision in the first layout (kind 1), as older logs hold it.
         let mut old = vec![KIND_DECISION];
         old.extend_from_slice(d.decision_id.as_bytes());
@@ -1146,10 +1636,40 @@ mod tests {
         proptest! {
             #[test]
             fn compact_decisions_round_trip(d in record()) {
-                let entry = AuditEntry::Decision(d);
+                let entry = AuditEntry::Decision(d.clone());
                 let bytes = entry.encode();
-                prop_assert_eq!(bytes[0], KIND_DECISION_COMPACT);
-                prop_assert_eq!(AuditEntry::decode(&bytes).unwrap(), entry);
+                prop_assert_eq!(bytes[0], KIND_DECISION_REFS);
+                prop_assert_eq!(AuditEntry::decode(&bytes).unwrap(), entry.clone());
+                let old = kind3(&d);
+                prop_assert_eq!(old[0], KIND_DECISION_COMPACT);
+                prop_assert_eq!(AuditEntry::decode(&old).unwrap(), entry);
+            }
+
+            #[test]
+            fn texts_quoting_each_other_round_trip(
+                d in record(),
+                quote in prop::collection::vec((0usize..8, ".{0,4}"), 1..6),
+            ) {
+                // Namespace, reasons and context built from the entry's other texts.
+                let mut d = d;
+                let known: Vec<String> = [d.agent.clone(), d.action.clone(), d.resource.clone()]
+                    .into_iter()
+                    .chain(d.pack.clone())
+                    .chain(d.policies.clone())
+                    .collect();
+                let text: String = quote
+                    .iter()
+                    .map(|(i, glue)| format!("{}{glue}", known[i % known.len()]))
+                    .collect();
+                d.namespace = text.clone();
+                d.reasons.push(format!("quota {text}"));
+                d.context.insert(text.clone(), Value::String(text.clone()));
+                d.context.insert("again".into(), Value::String(format!("{text}{text}")));
+                let entry = AuditEntry::Decision(d.clone());
+                let bytes = entry.encode();
+                prop_assert_eq!(AuditEntry::decode(&bytes).unwrap(), entry.clone());
+                prop_assert!(bytes.len() <= kind3(&d).len() + 2, "{} vs {}", bytes.len(), kind3(&d).len());
+                prop_assert_eq!(AuditEntry::decode(&kind3(&d)).unwrap(), entry);
             }
 
             #[test]

@@ -16,9 +16,9 @@
 mod fixtures;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::hint::black_box;
-use std::io::{self, BufReader, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +34,7 @@ use dynscale_server::wire::EvaluationRequest;
 use dynscale_server::{Node, ServerConfig};
 use dynscale_store::audit::{
     AppendFile, AuditConfig, AuditError, AuditLog, DirEntry, Disk, Durability, FileInfo, FsDisk,
-    ReadFile, SyncFile, verify_dir,
+    ReadFile, SyncFile, entry_key, verify_dir,
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -161,7 +161,9 @@ async fn close(log: AuditLog) -> BenchResult<()> {
 fn entry_with_id(templates: &[Vec<u8>], stream: u64, n: u64) -> Vec<u8> {
     let pick = (stream.wrapping_mul(7919).wrapping_add(n) % templates.len() as u64) as usize;
     let mut entry = templates[pick].clone();
-    let id = (u128::from(stream) << 64 | u128::from(n)).to_be_bytes();
+    // The count first, like the time in a UUIDv7: streams appending side by side write
+    // nearly sorted ids, as the node's deciders do.
+    let id = (u128::from(n) << 64 | u128::from(stream)).to_be_bytes();
     entry[1..17].copy_from_slice(&id);
     entry
 }
@@ -549,8 +551,7 @@ struct Frames {
 }
 
 impl Frames {
-    /// The first segment of the log in `dir`, cut into its frames (u32 length ‖ u32
-    /// CRC32C ‖ entry).
+    /// The first segment of the log in `dir`, cut into its frames.
     fn read_first_segment(dir: &Path) -> BenchResult<Self> {
         let path = segment_files(dir)?
             .into_iter()
@@ -803,6 +804,8 @@ struct ModeRuns {
     raw_at_write: Vec<f64>,
     /// Cores busy during the log runs (see `Cpu::cores`).
     cores: Vec<[f64; 3]>,
+    /// Log rate ÷ raw rate of each round (the two run back to back).
+    ratios: Vec<f64>,
 }
 
 impl ModeRuns {
@@ -839,6 +842,7 @@ impl ModeRuns {
         );
         self.log.push(run.rate());
         self.raw.push(raw.rate());
+        self.ratios.push(run.rate() / raw.rate());
         self.per_fsync.push(run.per_fsync());
         self.per_write.push(run.per_write());
         self.cores.push(run.cpu.cores(run.elapsed));
@@ -884,6 +888,14 @@ impl ModeRuns {
                 format!("range over rounds, `{name}`: log; raw"),
                 format!("{}; {}", spread(&self.log), spread(&self.raw)),
             ),
+            Row::info(
+                format!("ratio of each round (log ÷ its raw run), `{name}`"),
+                self.ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
         ];
         if !self.raw_at_write.is_empty() {
             let raw = median(&mut self.raw_at_write);
@@ -910,18 +922,44 @@ fn spread(rates: &[f64]) -> String {
     format!("{} – {}", fmt_rate(lo), fmt_rate(hi))
 }
 
+/// The frame starts of a segment's bytes (after its format header), then the end of
+/// the last whole frame.
 fn frame_starts(bytes: &[u8]) -> BenchResult<Vec<usize>> {
-    let mut starts = vec![0];
-    let mut pos = 0;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into()?) as usize;
-        if pos + 8 + len > bytes.len() {
+    let v2 = bytes.starts_with(SEGMENT_MAGIC);
+    let mut pos = if v2 { SEGMENT_MAGIC.len() } else { 0 };
+    let mut starts = vec![pos];
+    while let Some((header, len)) = frame_header(&bytes[pos..], v2) {
+        if pos + header + len > bytes.len() {
             break;
         }
-        pos += 8 + len;
+        pos += header + len;
         starts.push(pos);
     }
     Ok(starts)
+}
+
+/// The first bytes of a segment in the current frame format.
+const SEGMENT_MAGIC: &[u8; 8] = b"DSAUDSG2";
+
+/// The header bytes and entry length of the frame at the start of `bytes`: `u32 length
+/// ‖ CRC32C` in the first format; in the current one a length of one byte (up to 251),
+/// or 0xFC ‖ u16 or 0xFD ‖ u32, then the CRC32C.
+fn frame_header(bytes: &[u8], v2: bool) -> Option<(usize, usize)> {
+    if !v2 {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        return Some((8, len));
+    }
+    match *bytes.first()? {
+        0xFC => Some((
+            3 + 4,
+            u16::from_le_bytes(bytes.get(1..3)?.try_into().ok()?).into(),
+        )),
+        0xFD => Some((
+            5 + 4,
+            u32::from_le_bytes(bytes.get(1..5)?.try_into().ok()?) as usize,
+        )),
+        len => Some((1 + 4, usize::from(len))),
+    }
 }
 
 async fn append_throughput(
@@ -950,7 +988,8 @@ async fn append_throughput(
         );
     }
     let frames = frames.ok_or("no round ran")?;
-    let frame_bytes = frames.bytes.len() as f64 / frames.count() as f64;
+    let frame_bytes =
+        (frames.starts[frames.count()] - frames.starts[0]) as f64 / frames.count() as f64;
     let (single, _) = raw_run(root.join("raw-single"), frames, 1, plan.raw_secs).await?;
     let mut rows = sync.rows("sync");
     rows.extend(batch.rows("batch"));
@@ -965,7 +1004,7 @@ async fn append_throughput(
             format!("{:.0}×", sync_rate / single.rate()),
         ),
         Row::info(
-            "mean frame (8-byte header + entry)",
+            "mean frame (length and checksum + entry)",
             format!("{frame_bytes:.0} B"),
         ),
     ]);
@@ -1057,6 +1096,7 @@ struct Workload {
     by_action: BTreeMap<String, (u64, u64)>,
     /// The decision entries as the node encoded them.
     templates: Vec<Vec<u8>>,
+    lookups: Lookups,
 }
 
 /// Drives the example workload through `Node::decide` (decision, effects, audit
@@ -1090,6 +1130,7 @@ async fn example_workload(plan: &Plan, dir: &Path) -> BenchResult<Workload> {
     let log = node.audit_log();
     let size = log.size();
     let logged = log.entries(0, usize::try_from(size)?)?;
+    let lookups = time_lookups(log, &logged)?;
     node.close().await;
     drop(node);
 
@@ -1141,6 +1182,49 @@ async fn example_workload(plan: &Plan, dir: &Path) -> BenchResult<Workload> {
         context_bytes,
         by_action,
         templates,
+        lookups,
+    })
+}
+
+/// `index_of` timed over the workload's log, whose keys are the node's UUIDv7 ids.
+#[derive(Debug)]
+struct Lookups {
+    /// Keys looked up, each of them present and absent.
+    count: u64,
+    hit: Duration,
+    miss: Duration,
+}
+
+/// Looks up the key of every 25th entry (each must come back with its own index) and
+/// as many absent keys (the same ids with the last byte changed, so they fall inside
+/// the block ranges and every candidate block is scanned).
+fn time_lookups(log: &AuditLog, logged: &[(u64, Vec<u8>)]) -> BenchResult<Lookups> {
+    let sample: Vec<(u64, [u8; 16])> = logged
+        .iter()
+        .step_by(25)
+        .filter_map(|(index, bytes)| Some((*index, entry_key(bytes)?)))
+        .collect();
+    let start = Instant::now();
+    for (index, key) in &sample {
+        let found = log.index_of(key)?;
+        if found != Some(*index) {
+            return Err(format!("index_of found {found:?} for entry {index}").into());
+        }
+    }
+    let hit = start.elapsed();
+    let start = Instant::now();
+    for (index, key) in &sample {
+        let mut absent = *key;
+        absent[15] ^= 0x5a;
+        if let Some(found) = log.index_of(&absent)? {
+            return Err(format!("index_of found {found} for an absent key near {index}").into());
+        }
+    }
+    let miss = start.elapsed();
+    Ok(Lookups {
+        count: sample.len() as u64,
+        hit,
+        miss,
     })
 }
 
@@ -1185,7 +1269,7 @@ fn print_workload(mode: Mode, w: &Workload) {
                 met: Some(total <= BYTES_PER_DECISION_TARGET),
             },
             Row::info(
-                "bytes per entry, segments only (8-byte frame header + entry)",
+                "bytes per entry, segments only (frame header + entry)",
                 format!("{:.1} B", per(w.usage.segments)),
             ),
             Row::info(
@@ -1211,6 +1295,15 @@ fn print_workload(mode: Mode, w: &Workload) {
                 format!("{:.1} B", per(w.usage.allocated)),
             ),
             Row::info("outcomes", mix),
+            Row::info(
+                "`index_of` by decision id, mean: present; absent",
+                format!(
+                    "{}; {} ({} keys each)",
+                    fmt_ns(w.lookups.hit.as_nanos() as f64 / w.lookups.count.max(1) as f64),
+                    fmt_ns(w.lookups.miss.as_nanos() as f64 / w.lookups.count.max(1) as f64),
+                    w.lookups.count
+                ),
+            ),
         ],
     );
 }
@@ -1227,20 +1320,15 @@ fn hash_floor(dir: &Path) -> io::Result<(Hash, u64)> {
     // Perfect subtrees, largest first; equal neighbours merge as leaves arrive.
     let mut stack: Vec<(Hash, u64)> = Vec::new();
     let mut entries = 0u64;
-    let mut entry = Vec::new();
     for path in segment_files(dir)? {
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
-        loop {
-            let mut header = [0u8; 8];
-            match reader.read_exact(&mut header) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e),
-            }
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            entry.resize(len, 0);
-            reader.read_exact(&mut entry)?;
-            let mut node = (leaf_hash(&entry), 1u64);
+        let bytes = fs::read(&path)?;
+        let v2 = bytes.starts_with(SEGMENT_MAGIC);
+        let starts = frame_starts(&bytes).map_err(|e| io::Error::other(e.to_string()))?;
+        for &start in &starts[..starts.len() - 1] {
+            let (header, len) = frame_header(&bytes[start..], v2)
+                .ok_or_else(|| io::Error::other("a frame header"))?;
+            let entry = &bytes[start + header..start + header + len];
+            let mut node = (leaf_hash(entry), 1u64);
             while let Some(&(left, size)) = stack.last()
                 && size == node.1
             {
@@ -1351,10 +1439,11 @@ async fn verify_time(plan: &Plan, dir: &Path, templates: &Arc<Vec<Vec<u8>>>) -> 
                 ),
             ),
             Row::info(
-                "mean entry / directory bytes per entry",
+                "segments (frames) / key indexes / whole directory, bytes per entry",
                 format!(
-                    "{:.0} B / {:.0} B",
-                    (report.bytes - 8 * count) as f64 / count as f64,
+                    "{:.1} B / {:.2} B / {:.1} B",
+                    report.bytes as f64 / count as f64,
+                    usage.key_indexes as f64 / count as f64,
                     usage.total() as f64 / count as f64
                 ),
             ),

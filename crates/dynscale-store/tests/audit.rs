@@ -76,9 +76,17 @@ fn flip(path: &Path, offset: u64) {
     std::fs::write(path, bytes).expect("write");
 }
 
+/// Bytes before a segment's first frame (its format header).
+const SEGMENT_HEADER: u64 = 8;
+/// Bytes of framing before an entry: a one-byte length (test entries are shorter than
+/// 128 bytes) and the checksum.
+const FRAME_HEADER: u64 = 5;
+
 /// Bytes of entry `i`'s frame.
 fn frame_len(i: u64) -> u64 {
-    8 + entry(i).len() as u64
+    let len = entry(i).len() as u64;
+    assert!(len < 128, "a test entry takes a one-byte length");
+    FRAME_HEADER + len
 }
 
 async fn append_all(log: &AuditLog, range: std::ops::Range<u64>) {
@@ -240,7 +248,7 @@ async fn file_cut_mid_frame_above_the_checkpoint_is_cut() {
     disk.crash();
     drop(log);
     let segment = &segment_files(dir.path(), ".log")[0];
-    let cut_at = (0..13).map(frame_len).sum::<u64>() + 6;
+    let cut_at = SEGMENT_HEADER + (0..13).map(frame_len).sum::<u64>() + 6;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(segment)
@@ -300,7 +308,7 @@ async fn corruption_in_durable_data_is_refused_and_named() {
         .and_then(|n| n.to_str())
         .and_then(|n| n[..20].parse().ok())
         .expect("numbered");
-    flip(&last, 8 + 3);
+    flip(&last, SEGMENT_HEADER + FRAME_HEADER + 3);
     match AuditLog::open(small.clone(), signer()) {
         Err(AuditError::Corrupt {
             segment,
@@ -309,12 +317,12 @@ async fn corruption_in_durable_data_is_refused_and_named() {
             problem: FrameProblem::Checksum { .. },
         }) => {
             assert_eq!(segment, last);
-            assert_eq!(offset, 0);
+            assert_eq!(offset, SEGMENT_HEADER);
             assert_eq!(index, last_first);
         }
         other => panic!("expected corruption in {}, got {other:?}", last.display()),
     }
-    flip(&last, 8 + 3);
+    flip(&last, SEGMENT_HEADER + FRAME_HEADER + 3);
 
     // A sealed segment in the middle whose key index must be rebuilt: scanned, refused.
     let middle = &segments[1];
@@ -323,7 +331,7 @@ async fn corruption_in_durable_data_is_refused_and_named() {
         .and_then(|n| n.to_str())
         .and_then(|n| n[..20].parse().ok())
         .expect("numbered");
-    let offset = frame_len(middle_first) + frame_len(middle_first + 1);
+    let offset = SEGMENT_HEADER + frame_len(middle_first) + frame_len(middle_first + 1);
     flip(middle, offset + 12);
     std::fs::remove_file(middle.with_extension("idx")).expect("remove idx");
     match AuditLog::open(small.clone(), signer()) {
@@ -377,8 +385,8 @@ async fn tampering_with_a_segment_names_the_entry() {
         .and_then(|n| n.to_str())
         .and_then(|n| n[..20].parse().ok())
         .expect("numbered");
-    let offset: u64 = (first..first + 5).map(frame_len).sum();
-    flip(target, offset + 8 + 17);
+    let offset: u64 = SEGMENT_HEADER + (first..first + 5).map(frame_len).sum::<u64>();
+    flip(target, offset + FRAME_HEADER + 17);
     match verify_dir(dir.path(), Some(&verifier())) {
         Err(VerifyError::Entry {
             index,
@@ -790,4 +798,155 @@ async fn crashes_at_random_points_lose_nothing_acknowledged() {
     }
     // The faults must have hit writes in flight, or this test checked nothing torn.
     assert!(torn >= 10, "only {torn} of 20 crashes tore a write");
+}
+
+/// An entry with the given key, as the server shapes them.
+fn entry_with_key(key: [u8; 16], i: u64) -> Vec<u8> {
+    let mut bytes = vec![3u8];
+    bytes.extend_from_slice(&key);
+    bytes.extend_from_slice(format!("decision {i} allow").as_bytes());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_key_indexes_find_every_key_and_a_damaged_one_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(dir.path(), Durability::Batch);
+    config.segment_bytes = 32 << 10;
+    let (log, _) = open(config.clone());
+    // Nearly sorted ids (a few swapped neighbours), some foreign ones far out of order,
+    // and a key seen twice.
+    let mut keys: Vec<[u8; 16]> = (0..6000u64).map(key).collect();
+    for i in (0..6000).step_by(7) {
+        keys.swap(i, (i + 3).min(5999));
+    }
+    for (n, at) in [5usize, 1000, 2500, 2501, 4999].into_iter().enumerate() {
+        keys[at] = (0xfeed_u128 << 112 | n as u128).to_be_bytes();
+    }
+    keys[4000] = keys[100];
+    let entries: Vec<Vec<u8>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| entry_with_key(*k, i as u64))
+        .collect();
+    for chunk in entries.chunks(500) {
+        log.append_batch(chunk.to_vec()).await.expect("append");
+    }
+    log.close().expect("close");
+    let indexes = segment_files(dir.path(), ".idx");
+    assert!(indexes.len() >= 5, "{} sealed segments", indexes.len());
+    for idx in &indexes {
+        let bytes = std::fs::read(idx).expect("read");
+        assert_eq!(&bytes[..8], b"DSAUDIX3", "{}", idx.display());
+    }
+
+    let check = |log: &AuditLog| {
+        for (i, k) in keys.iter().enumerate() {
+            let lowest = keys.iter().position(|other| other == k).expect("present");
+            assert_eq!(
+                log.index_of(k).expect("lookup"),
+                Some(lowest as u64),
+                "key of entry {i}"
+            );
+        }
+        assert_eq!(log.index_of(&key(6001)).expect("lookup"), None);
+        assert_eq!(log.index_of(&[0xfe; 16]).expect("lookup"), None);
+    };
+    let (log, _) = open(config.clone());
+    check(&log);
+    log.close().expect("close");
+    verify_dir(dir.path(), Some(&verifier())).expect("verifies");
+
+    // A damaged block range is named by verify; the log rebuilds the file at open.
+    let target = &indexes[1];
+    let len = std::fs::metadata(target).expect("stat").len();
+    flip(target, len - 40);
+    match verify_dir(dir.path(), Some(&verifier())) {
+        Err(VerifyError::KeyIndex { path, offset }) => {
+            assert_eq!(&path, target);
+            assert_eq!(offset, len - 40);
+        }
+        other => panic!("expected the key index named, got {other:?}"),
+    }
+    let (log, _) = open(config);
+    check(&log);
+    log.close().expect("close");
+    verify_dir(dir.path(), Some(&verifier())).expect("verifies after the rebuild");
+}
+
+/// A segment of the first frame format: no header, `u32 length ‖ CRC32C(entry)`.
+fn v1_segment(entries: std::ops::Range<u64>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for i in entries {
+        let entry = entry(i);
+        bytes.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&entry).to_le_bytes());
+        bytes.extend_from_slice(&entry);
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_of_the_first_frame_format_are_read_appended_to_and_verified() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("segments")).expect("dir");
+    // A sealed v1 segment and an active one, as an older version left them.
+    std::fs::write(
+        dir.path().join("segments/00000000000000000000.log"),
+        v1_segment(0..40),
+    )
+    .expect("write");
+    let mut active = v1_segment(40..50);
+    // With a torn frame at its end.
+    active.extend_from_slice(&v1_segment(50..51)[..7]);
+    std::fs::write(dir.path().join("segments/00000000000000000040.log"), active).expect("write");
+    let mut config = config(dir.path(), Durability::Sync);
+    config.segment_bytes = 1024;
+    let (log, recovery) = open(config.clone());
+    assert_eq!(recovery.entries, 50);
+    assert_eq!(recovery.truncated_bytes, 7);
+    assert_entries(&log, 50);
+    assert_eq!(log.index_of(&key(12)).expect("lookup"), Some(12));
+    // The active v1 segment takes v1 frames until it rolls; then v2 segments follow.
+    append_all(&log, 50..120).await;
+    assert_entries(&log, 120);
+    log.close().expect("close");
+    let segments = segment_files(dir.path(), ".log");
+    assert!(segments.len() > 3, "{} segments", segments.len());
+    let starts = |path: &PathBuf| std::fs::read(path).expect("read")[..8].to_vec();
+    assert_ne!(starts(&segments[1]), b"DSAUDSG2");
+    assert_eq!(starts(&segments[2]), b"DSAUDSG2");
+    let second = std::fs::read(&segments[1]).expect("read");
+    assert_eq!(second[..v1_segment(40..50).len()], v1_segment(40..50)[..]);
+
+    let (log, recovery) = open(config);
+    assert_eq!(recovery.entries, 120);
+    assert_entries(&log, 120);
+    for i in [0u64, 39, 40, 49, 50, 119] {
+        assert_eq!(log.index_of(&key(i)).expect("lookup"), Some(i), "key {i}");
+    }
+    log.close().expect("close");
+    let report = verify_dir(dir.path(), Some(&verifier())).expect("verifies");
+    assert_eq!(report.entries, 120);
+    assert_eq!(read_dir(dir.path()).count(), 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_header_torn_at_creation_is_written_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (log, _) = open(config(dir.path(), Durability::Sync));
+    append_all(&log, 0..30).await;
+    log.close().expect("close");
+    // A crash right after the next segment was created, its header half written.
+    let next = dir.path().join("segments/00000000000000000030.log");
+    std::fs::write(&next, &b"DSAUDSG2"[..5]).expect("write");
+    let (log, recovery) = open(config(dir.path(), Durability::Sync));
+    assert_eq!(recovery.entries, 30);
+    assert_eq!(recovery.truncated_bytes, 5);
+    append_all(&log, 30..40).await;
+    assert_entries(&log, 40);
+    log.close().expect("close");
+    assert_eq!(&std::fs::read(&next).expect("read")[..8], b"DSAUDSG2");
+    let report = verify_dir(dir.path(), Some(&verifier())).expect("verifies");
+    assert_eq!(report.entries, 40);
 }

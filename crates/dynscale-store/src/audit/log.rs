@@ -356,9 +356,25 @@ impl AuditLog {
     }
 
     /// The lowest index whose entry has `key` as its bytes 1..17.
+    ///
+    /// Cost: a hash lookup for the active segment; for each sealed segment before the
+    /// one holding the key, a binary search and a pass over its block ranges in memory
+    /// (sparse index) or one read of at most 513 records (dense index); in the segment
+    /// holding it, a scan of at most four blocks of 256 frames (see `key_index.rs`).
     pub fn index_of(&self, key: &[u8; 16]) -> Result<Option<u64>, AuditError> {
+        // A sealed segment may be swapped for its compressed file between taking the
+        // view and reading it; the second attempt sees the new view.
+        match self.index_of_once(key) {
+            Err(AuditError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                self.index_of_once(key)
+            }
+            other => other,
+        }
+    }
+
+    fn index_of_once(&self, key: &[u8; 16]) -> Result<Option<u64>, AuditError> {
         enum Probe {
-            File(Arc<IdxSummary>),
+            File(Arc<IdxSummary>, SegmentView),
             Hit(u64),
         }
         let shared = &self.inner.shared;
@@ -370,7 +386,9 @@ impl AuditLog {
                 .unwrap_or_else(PoisonError::into_inner);
             for segment in segments.iter() {
                 match &segment.keys {
-                    Keys::File(summary) => probes.push(Probe::File(Arc::clone(summary))),
+                    Keys::File(summary) => {
+                        probes.push(Probe::File(Arc::clone(summary), segment.view.clone()));
+                    }
                     Keys::Memory(map) => {
                         if let Some(&index) = map.get(key) {
                             // Later segments only hold higher indexes.
@@ -384,10 +402,8 @@ impl AuditLog {
         for probe in probes {
             match probe {
                 Probe::Hit(index) => return Ok(Some(index)),
-                Probe::File(summary) => {
-                    let found = summary
-                        .lookup(&*shared.disk, key)
-                        .map_err(|e| AuditError::io("read", &summary.path, e))?;
+                Probe::File(summary, view) => {
+                    let found = summary.lookup(&*shared.disk, &shared.dir, &view, key)?;
                     if found.is_some() {
                         return Ok(found);
                     }

@@ -8,13 +8,19 @@
 //! <dir>/
 //!   LOCK                             held (flock) by the one process writing the log
 //!   segments/
-//!     <first, 20 digits>.log         frames: u32 length ‖ u32 CRC32C(bytes) ‖ bytes (LE);
-//!                                    rolled before a write would pass `segment_bytes`
+//!     <first, 20 digits>.log         "DSAUDSG2", then frames: varint length ‖ u32
+//!                                    CRC32C(length ‖ bytes) ‖ bytes (see `frame.rs`;
+//!                                    older segments without the header hold u32 length
+//!                                    ‖ CRC32C(bytes) frames); rolled before a write
+//!                                    would pass `segment_bytes`
 //!     <first>.log.zst                a sealed segment older than `compress_after`,
 //!                                    replaced by one zstd stream of the same bytes
 //!     <first>.idx                    written when a segment is sealed: entry count, byte
-//!                                    offset of every 256th entry, entry keys sorted
-//!                                    (see `key_index.rs`); rebuilt when missing or torn
+//!                                    offset of every 256th entry, and for each block of
+//!                                    256 entries its lowest and highest key plus the
+//!                                    keys far out of order (sparse), or every key
+//!                                    sorted (dense, for keys not nearly sorted); see
+//!                                    `key_index.rs`; rebuilt when missing or torn
 //!   tile/<L>/<N>                     C2SP tlog-tiles: full tiles, 256 × 32-byte hashes of
 //!                                    tree level 8·L, written once when complete; N in
 //!                                    3-digit groups (`x001/x234/067`)
@@ -36,7 +42,9 @@
 //! began after the entry was written; `batch` after the write; `async` on enqueue. The
 //! sync thread fdatasyncs the active segment whenever something is written and not yet
 //! synced, so in every mode an entry is durable about one fsync after its write (the
-//! writer syncs itself at `batch_window` on a [`Disk`] without sync handles).
+//! writer syncs itself at `batch_window` on a [`Disk`] without sync handles). In `sync`
+//! mode the writer holds the next group while an fsync runs, so each fsync covers one
+//! write of everything queued meanwhile.
 //! Before a checkpoint is signed at size `n`, the segment is synced, then every tile
 //! written since the previous checkpoint (one `syncfs`), so whatever a checkpoint covers
 //! is durable and its tiles can be trusted at the next open.
@@ -44,7 +52,8 @@
 //! # Recovery at open
 //!
 //! The last segment is read frame by frame; a torn or checksum-failing tail is cut back
-//! to the last whole, checksummed entry, unless that entry lies below the latest
+//! to the last whole, checksummed entry (a segment without one starts over with a new
+//! header), unless that entry lies below the latest
 //! checkpoint (then the data was durable and the damage is reported, as it is anywhere in
 //! a sealed segment). Tiles up to the latest checkpoint are trusted; the tree above them
 //! is rehashed from the segments, stale tiles beyond the log are removed, and the

@@ -12,6 +12,7 @@ use dynscale_core::merkle::{MAX_TILE_LEVEL, TILE_HEIGHT, TILE_WIDTH, Tile, leaf_
 use super::checkpoint_file::{self, CHECKPOINTS_DIR, StoredCheckpoint, TMP_DIR};
 use super::disk::{Disk, replace_file};
 use super::error::AuditError;
+use super::frame::{FrameFormat, SEGMENT_MAGIC};
 use super::key_index;
 use super::log::{Keys, SegmentEntry, tree_error};
 use super::segment::{self, SEGMENTS_DIR, SegmentFile, SegmentView, entry_key, open_frames};
@@ -64,6 +65,7 @@ pub(crate) fn recover(disk: &dyn Disk, config: &AuditConfig) -> Result<Recovered
     let mut pending_idx = Vec::new();
     let mut truncated_bytes = 0;
     let mut active: Option<(Box<dyn super::disk::AppendFile>, PathBuf)> = None;
+    let mut active_format = FrameFormat::V2;
     let mut expected = 0;
     for (position, (first, parts)) in listing.into_iter().enumerate() {
         let compressed = parts.log.is_none() && parts.zst;
@@ -82,8 +84,9 @@ pub(crate) fn recover(disk: &dyn Disk, config: &AuditConfig) -> Result<Recovered
         }
         let is_last = position + 1 == count;
         let entry = if is_last && !compressed {
-            let (entry, cut, file) = open_active(disk, &path, first, parts.log, durable)?;
+            let (entry, cut, file, format) = open_active(disk, &path, first, parts.log, durable)?;
             truncated_bytes = cut;
+            active_format = format;
             active = Some((file, path));
             entry
         } else {
@@ -102,14 +105,15 @@ pub(crate) fn recover(disk: &dyn Disk, config: &AuditConfig) -> Result<Recovered
         // The last segment is compressed (sealed): start a new one after it.
         None => {
             let path = segments_dir.join(segment::file_name(total, SegmentFile::Log));
-            let file = disk.open_append(&path).map_err(io_error("create", &path))?;
+            let file = segment::create(disk, &path).map_err(io_error("create", &path))?;
             disk.sync_dir(&segments_dir)
                 .map_err(io_error("fsync directory", &segments_dir))?;
+            active_format = FrameFormat::V2;
             segments.push(SegmentEntry {
                 view: SegmentView {
                     first: total,
                     count: 0,
-                    len: 0,
+                    len: FrameFormat::V2.header_len(),
                     compressed: false,
                     offsets: Arc::new(Vec::new()),
                 },
@@ -146,6 +150,7 @@ pub(crate) fn recover(disk: &dyn Disk, config: &AuditConfig) -> Result<Recovered
             active_path,
             active_first: 0,
             active_len: 0,
+            active_format,
             next: total,
             unsynced_tiles,
             partial_written: BTreeMap::new(),
@@ -350,15 +355,24 @@ fn load_sealed(
 }
 
 /// The last segment: scanned whole; a bad frame at or above the durable size is a torn
-/// tail and is cut off, below it is corruption. Returns the entry, the bytes cut and
-/// the file open for appending.
+/// tail and is cut off, below it is corruption. A segment without a whole frame starts
+/// over in the current format (its header rewritten: a crash may have torn it). Returns
+/// the entry, the bytes cut, the file open for appending and its frame format.
 fn open_active(
     disk: &dyn Disk,
     path: &Path,
     first: u64,
     file_len: Option<u64>,
     durable: u64,
-) -> Result<(SegmentEntry, u64, Box<dyn super::disk::AppendFile>), AuditError> {
+) -> Result<
+    (
+        SegmentEntry,
+        u64,
+        Box<dyn super::disk::AppendFile>,
+        FrameFormat,
+    ),
+    AuditError,
+> {
     let mut file = disk.open_append(path).map_err(io_error("open", path))?;
     let mut keys = HashMap::new();
     let scan = segment::scan(disk, path, first, false, |index, entry| {
@@ -397,10 +411,22 @@ fn open_active(
             .map_err(io_error("truncate", path))?;
         file.sync_data().map_err(io_error("fsync", path))?;
     }
+    let mut format = scan.format.unwrap_or(FrameFormat::V1);
+    let mut len = scan.len;
+    if scan.count == 0 && format != FrameFormat::V2 {
+        // Empty, or a header torn at creation (cut above as a bad frame): nothing in
+        // it was ever acknowledged.
+        file.truncate(0).map_err(io_error("truncate", path))?;
+        file.append(SEGMENT_MAGIC)
+            .map_err(io_error("write segment header", path))?;
+        file.sync_data().map_err(io_error("fsync", path))?;
+        format = FrameFormat::V2;
+        len = format.header_len();
+    }
     let view = SegmentView {
         first,
         count: scan.count,
-        len: scan.len,
+        len,
         compressed: false,
         offsets: Arc::new(scan.offsets),
     };
@@ -411,6 +437,7 @@ fn open_active(
         },
         cut,
         file,
+        format,
     ))
 }
 

@@ -5,9 +5,9 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::disk::{Disk, ReadCursor};
+use super::disk::{AppendFile, Disk, ReadCursor};
 use super::error::{AuditError, FrameProblem};
-use super::frame::{FrameError, FrameReader};
+use super::frame::{FrameError, FrameFormat, FrameReader, SEGMENT_MAGIC};
 
 /// Directory of the segment files, inside the audit directory.
 pub(crate) const SEGMENTS_DIR: &str = "segments";
@@ -92,9 +92,10 @@ impl SegmentView {
 /// A stream of frames.
 pub(crate) type Frames = FrameReader<Box<dyn Read + Send>>;
 
-/// Opens the frames of a segment file from its start. `len` bounds a plain file (the
-/// active segment may be growing past what readers may see); compressed files are read
-/// to their end.
+/// Opens the frames of a segment file at byte `offset` (a frame's start; 0 means the
+/// first frame, after a v2 header). The file's first bytes tell its frame format. `len`
+/// bounds a plain file (the active segment may be growing past what readers may see);
+/// compressed files are read to their end.
 pub(crate) fn open_frames_at(
     disk: &dyn Disk,
     path: &Path,
@@ -103,26 +104,65 @@ pub(crate) fn open_frames_at(
     len: Option<u64>,
 ) -> io::Result<Frames> {
     let file = disk.open_read(path)?;
-    let reader: Box<dyn Read + Send> = if compressed {
+    let mut head = [0u8; SEGMENT_MAGIC.len()];
+    if compressed {
         let mut decoder = zstd::stream::read::Decoder::new(ReadCursor::new(file, 0))?;
-        // A compressed segment is one stream: skipping to `offset` means decompressing
+        let got = read_up_to(&mut decoder, &mut head)?;
+        let format = FrameFormat::of(&head[..got]);
+        let start = offset.max(format.header_len());
+        // A compressed segment is one stream: skipping to `start` means decompressing
         // and discarding what comes before it.
-        let skipped = io::copy(&mut (&mut decoder).take(offset), &mut io::sink())?;
-        if skipped < offset {
+        let mut stream = io::Cursor::new(head[..got].to_vec()).chain(decoder);
+        let skipped = io::copy(&mut (&mut stream).take(start), &mut io::sink())?;
+        if skipped < start {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
         }
-        match len {
-            Some(len) => Box::new(decoder.take(len.saturating_sub(offset))),
-            None => Box::new(decoder),
+        let reader: Box<dyn Read + Send> = match len {
+            Some(len) => Box::new(stream.take(len.saturating_sub(start))),
+            None => Box::new(stream),
+        };
+        return Ok(FrameReader::new(reader, start, format));
+    }
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
-    } else {
-        let cursor = ReadCursor::new(file, offset);
-        match len {
-            Some(len) => Box::new(cursor.take(len.saturating_sub(offset))),
-            None => Box::new(cursor),
-        }
+    }
+    let format = FrameFormat::of(&head[..got]);
+    let start = offset.max(format.header_len());
+    let cursor = ReadCursor::new(file, start);
+    let reader: Box<dyn Read + Send> = match len {
+        Some(len) => Box::new(cursor.take(len.saturating_sub(start))),
+        None => Box::new(cursor),
     };
-    Ok(FrameReader::new(reader, offset))
+    Ok(FrameReader::new(reader, start, format))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match reader.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(done)
+}
+
+/// Creates a segment file in the current format (its header written, not synced: the
+/// first fsync of its entries makes it durable, and recovery rewrites a header torn by
+/// a crash before then).
+pub(crate) fn create(disk: &dyn Disk, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+    let mut file = disk.open_append(path)?;
+    file.append(SEGMENT_MAGIC)?;
+    Ok(file)
 }
 
 /// Opens a segment's frames positioned at entry `index` (which it must hold).
@@ -178,8 +218,10 @@ pub(crate) fn frame_error(error: FrameError, path: &Path, index: u64) -> AuditEr
 pub(crate) struct Scan {
     /// Whole, checksummed entries read.
     pub(crate) count: u64,
-    /// Bytes they occupy.
+    /// Bytes they occupy, with the segment's header.
     pub(crate) len: u64,
+    /// The segment's frame format.
+    pub(crate) format: Option<FrameFormat>,
     /// Byte offset of every `OFFSET_STRIDE`-th entry.
     pub(crate) offsets: Vec<u64>,
     /// The first frame that is not whole and checksummed, and what is wrong with it.
@@ -197,7 +239,11 @@ pub(crate) fn scan(
 ) -> Result<Scan, AuditError> {
     let mut frames = open_frames_at(disk, path, compressed, 0, None)
         .map_err(|source| AuditError::io("read", path, source))?;
-    let mut result = Scan::default();
+    let mut result = Scan {
+        len: frames.offset(),
+        format: Some(frames.format()),
+        ..Scan::default()
+    };
     let mut entry = Vec::new();
     loop {
         match frames.next_into(&mut entry) {

@@ -1,7 +1,10 @@
-//! The sync thread: it fdatasyncs the active segment while the writer thread writes the
-//! next group, so group commit runs at the disk's fsync rate rather than at the rate of
-//! write, then fsync, then reply in turn. It acknowledges `sync` appends itself, after
-//! an fsync that began after their write; jobs queued during an fsync share the next one.
+//! The sync thread: it fdatasyncs the active segment while the writer thread hashes and
+//! publishes the group just written, answers the appends of the group before and takes
+//! the next one from the queue. Each job asks for the entries below its index to be
+//! made durable, by an fsync that begins after the job was sent (so after the write);
+//! jobs queued during an fsync share the next one. It reports each finished job back,
+//! so the writer holds the next group until then and writes it with one call, and
+//! answers `sync` appends once `durable` covers them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,10 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use tokio::sync::oneshot;
-
 use super::disk::SyncFile;
-use super::error::AuditError;
 use super::log::{PoisonInfo, Shared};
 
 /// Entries written to a segment, to be made durable.
@@ -24,14 +24,16 @@ pub(crate) struct SyncJob {
     pub(crate) file: Arc<dyn SyncFile>,
     /// Entries below this index are written.
     pub(crate) upto: u64,
-    /// `sync` appends to acknowledge with their first index once durable.
-    pub(crate) replies: Vec<(oneshot::Sender<Result<u64, AuditError>>, u64)>,
 }
 
 /// The writer's end of the sync thread.
 #[derive(Debug)]
 pub(crate) struct Syncer {
     tx: Option<Sender<SyncJob>>,
+    /// How many jobs each finished fsync covered.
+    done: Receiver<usize>,
+    /// Jobs sent and not yet reported done.
+    in_flight: usize,
     thread: Option<JoinHandle<()>>,
     /// Entries below this index are durable.
     durable: Arc<AtomicU64>,
@@ -41,13 +43,16 @@ impl Syncer {
     /// Starts the thread; entries below `durable` are durable already.
     pub(crate) fn start(shared: Arc<Shared>, durable: u64) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
         let durable = Arc::new(AtomicU64::new(durable));
         let thread = thread::Builder::new().name("audit-sync".into()).spawn({
             let durable = Arc::clone(&durable);
-            move || run(&rx, &shared, &durable)
+            move || run(&rx, &done_tx, &shared, &durable)
         })?;
         Ok(Self {
             tx: Some(tx),
+            done,
+            in_flight: 0,
             thread: Some(thread),
             durable,
         })
@@ -59,10 +64,33 @@ impl Syncer {
     }
 
     /// Queues a job; gives it back when the thread is gone.
-    pub(crate) fn send(&self, job: SyncJob) -> Result<(), SyncJob> {
+    pub(crate) fn send(&mut self, job: SyncJob) -> Result<(), SyncJob> {
         match &self.tx {
-            Some(tx) => tx.send(job).map_err(|e| e.0),
+            Some(tx) => {
+                tx.send(job).map_err(|e| e.0)?;
+                self.in_flight += 1;
+                Ok(())
+            }
             None => Err(job),
+        }
+    }
+
+    /// Whether an fsync is queued or running.
+    pub(crate) fn busy(&mut self) -> bool {
+        while let Ok(jobs) = self.done.try_recv() {
+            self.in_flight = self.in_flight.saturating_sub(jobs);
+        }
+        self.in_flight > 0
+    }
+
+    /// Waits until every job sent has been synced (and its replies sent), or the thread
+    /// is gone.
+    pub(crate) fn wait(&mut self) {
+        while self.in_flight > 0 {
+            match self.done.recv() {
+                Ok(jobs) => self.in_flight = self.in_flight.saturating_sub(jobs),
+                Err(_) => self.in_flight = 0,
+            }
         }
     }
 
@@ -81,38 +109,30 @@ impl Drop for Syncer {
     }
 }
 
-fn run(rx: &Receiver<SyncJob>, shared: &Shared, durable: &AtomicU64) {
+fn run(rx: &Receiver<SyncJob>, done: &Sender<usize>, shared: &Shared, durable: &AtomicU64) {
     while let Ok(job) = rx.recv() {
         let mut jobs = vec![job];
         jobs.extend(rx.try_iter());
-        let poisoned = shared
-            .poisoned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let result = match poisoned {
-            Some(info) => Err(info),
-            None => sync(&jobs).inspect_err(|info| poison(shared, info)),
-        };
-        match result {
-            Ok(()) => {
-                let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
-                durable.fetch_max(upto, Ordering::SeqCst);
-                for job in jobs {
-                    for (reply, first) in job.replies {
-                        // The appender may have stopped waiting.
-                        let _ = reply.send(Ok(first));
+        let count = jobs.len();
+        let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
+        // Jobs queued while an fsync ran may be covered by it already.
+        if upto > durable.load(Ordering::SeqCst) {
+            let poisoned = shared
+                .poisoned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some();
+            if !poisoned {
+                match sync(&jobs) {
+                    Ok(()) => {
+                        durable.fetch_max(upto, Ordering::SeqCst);
                     }
-                }
-            }
-            Err(info) => {
-                for job in jobs {
-                    for (reply, _) in job.replies {
-                        let _ = reply.send(Err(info.error()));
-                    }
+                    Err(info) => poison(shared, &info),
                 }
             }
         }
+        // The writer may be gone (closing); then nobody waits for this.
+        let _ = done.send(count);
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::checkpoint_file::{self, LATEST, TMP_DIR};
 use super::disk::{AppendFile, SyncFile, is_no_space, replace_file};
 use super::error::AuditError;
-use super::frame::{encode_frame, frame_len};
+use super::frame::FrameFormat;
 use super::key_index;
 use super::log::{Keys, PoisonInfo, SegmentEntry, Shared};
 use super::retention::Poker;
@@ -64,6 +64,9 @@ const FULL_RETRY: Duration = Duration::from_millis(20);
 /// Above this many unsynced tiles one `syncfs` is cheaper than a sync per file.
 const SYNCFS_THRESHOLD: usize = 8;
 
+/// Where an append's first index (or its failure) goes.
+type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
 /// An append waiting to be written.
 #[derive(Debug)]
 struct Pending {
@@ -71,6 +74,22 @@ struct Pending {
     first: Option<u64>,
     reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
     bytes: u64,
+}
+
+/// Requests taken from the queue for one group commit.
+#[derive(Debug, Default)]
+struct Group {
+    requests: Vec<Request>,
+    entries: usize,
+    bytes: u64,
+    /// A close request was taken: it ends the group.
+    closed: bool,
+}
+
+impl Group {
+    fn is_full(&self) -> bool {
+        self.closed || self.entries >= MAX_GROUP_ENTRIES || self.bytes >= MAX_GROUP_BYTES
+    }
 }
 
 /// Why a group of entries was not written; cheap to copy to every request in it.
@@ -104,6 +123,9 @@ pub(crate) struct WriterStart {
     pub(crate) active_path: PathBuf,
     pub(crate) active_first: u64,
     pub(crate) active_len: u64,
+    /// The frame format of the active segment (a segment of an older format is
+    /// appended to in its format until it rolls).
+    pub(crate) active_format: FrameFormat,
     pub(crate) next: u64,
     /// Tiles written at open and not yet synced.
     pub(crate) unsynced_tiles: Vec<PathBuf>,
@@ -127,9 +149,14 @@ pub(crate) struct Writer {
     active_path: PathBuf,
     active_first: u64,
     active_len: u64,
+    active_format: FrameFormat,
     next: u64,
     /// Entries below this index are fsynced.
     synced_next: u64,
+    /// Entries below this index are queued for an fsync on the sync thread.
+    sync_requested: u64,
+    /// `sync` appends written and waiting for their fsync: reply, first index, end.
+    awaiting: VecDeque<(Reply, u64, u64)>,
     unsynced_since: Option<Instant>,
     unsynced_tiles: Vec<PathBuf>,
     partial_written: BTreeMap<(u8, u64), u64>,
@@ -182,8 +209,11 @@ impl Writer {
             active_path: start.active_path,
             active_first: start.active_first,
             active_len: start.active_len,
+            active_format: start.active_format,
             next: start.next,
             synced_next: start.next,
+            sync_requested: start.next,
+            awaiting: VecDeque::new(),
             unsynced_since: None,
             unsynced_tiles: start.unsynced_tiles,
             partial_written: start.partial_written,
@@ -201,29 +231,54 @@ impl Writer {
 
     /// The thread's body: until closed, take a group of requests, commit it, run the
     /// timers (batch fsync, retries, checkpoints).
+    ///
+    /// In `sync` mode, one write per fsync: while the sync thread fsyncs the last
+    /// group, the writer takes what is queued and then waits for that fsync to end; the
+    /// next group is everything queued until then, written with one call. Requests that
+    /// arrive during the wait stay in the bounded queue, which is what holds appenders
+    /// back. In `batch` and `async` mode entries are written as they come: they are
+    /// acknowledged at the write (or before), so holding them would add an fsync to each
+    /// acknowledgement (and in `async` mode widen what a crash loses and find a full cap
+    /// later); the sync thread still fsyncs whatever is written, as soon as it can.
     pub(crate) fn run(mut self) {
         loop {
-            let wait = self
-                .next_deadline()
-                .saturating_duration_since(Instant::now());
-            let request = match self.rx.recv_timeout(wait) {
-                Ok(request) => Some(request),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    if let Err(error) = self.finish() {
-                        tracing::error!(%error, "audit log: closing after the last handle was dropped failed");
+            let mut group = Group::default();
+            if self.durability == Durability::Sync
+                && let Some(syncer) = &mut self.syncer
+                && syncer.busy()
+            {
+                self.drain(&mut group);
+                if let Some(syncer) = &mut self.syncer {
+                    syncer.wait();
+                }
+            }
+            if group.requests.is_empty() {
+                // Nothing new to write before answering: answer now.
+                self.release_durable();
+            }
+            if group.requests.is_empty() {
+                let wait = self
+                    .next_deadline()
+                    .saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(wait) {
+                    Ok(request) => self.take(&mut group, request),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        if let Err(error) = self.finish() {
+                            tracing::error!(%error, "audit log: closing after the last handle was dropped failed");
+                        }
+                        return;
                     }
-                    return;
                 }
-            };
-            if let Some(request) = request {
-                let group = self.gather(request);
-                if let Some(close) = self.process(group) {
-                    let result = self.finish();
-                    // The closer may have given up waiting; nothing else to tell.
-                    let _ = close.send(result);
-                    return;
-                }
+            }
+            self.drain(&mut group);
+            if !group.requests.is_empty()
+                && let Some(close) = self.process(group.requests)
+            {
+                let result = self.finish();
+                // The closer may have given up waiting; nothing else to tell.
+                let _ = close.send(result);
+                return;
             }
             self.on_timers();
         }
@@ -240,27 +295,37 @@ impl Writer {
         deadline
     }
 
-    /// Everything queued after `first`, up to the group limits.
-    fn gather(&mut self, first: Request) -> Vec<Request> {
-        let mut group = Vec::new();
-        let (mut entries, mut bytes) = (0usize, 0u64);
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            if let Request::Append { entries: e, .. } = &request {
-                entries += e.len();
-                bytes += e.iter().map(|entry| frame_len(entry.len())).sum::<u64>();
-                self.shared.queued.fetch_sub(e.len(), Ordering::SeqCst);
+    /// Adds a request taken from the queue to `group`.
+    fn take(&mut self, group: &mut Group, request: Request) {
+        match &request {
+            Request::Append { entries, .. } => {
+                group.entries += entries.len();
+                group.bytes += entries
+                    .iter()
+                    .map(|entry| self.active_format.frame_len(entry.len()))
+                    .sum::<u64>();
+                self.shared
+                    .queued
+                    .fetch_sub(entries.len(), Ordering::SeqCst);
             }
-            let is_close = matches!(request, Request::Close { .. });
-            group.push(request);
-            if is_close || entries >= MAX_GROUP_ENTRIES || bytes >= MAX_GROUP_BYTES {
-                break;
-            }
-            next = self.rx.try_recv().ok();
+            Request::Close { .. } => group.closed = true,
+            Request::Checkpoint { .. } => {}
         }
-        // Slots are free again: wake appenders waiting for them.
-        self.shared.space.notify_waiters();
-        group
+        group.requests.push(request);
+    }
+
+    /// Takes what is queued into `group` without waiting, up to the group limits.
+    fn drain(&mut self, group: &mut Group) {
+        while !group.is_full() {
+            match self.rx.try_recv() {
+                Ok(request) => self.take(group, request),
+                Err(_) => break,
+            }
+        }
+        if !group.requests.is_empty() {
+            // Slots are free again: wake appenders waiting for them.
+            self.shared.space.notify_waiters();
+        }
     }
 
     /// Commits a group in order; control requests see every append queued before them.
@@ -274,7 +339,12 @@ impl Writer {
                     first,
                     reply,
                 } => {
-                    let bytes = entries.iter().map(|entry| frame_len(entry.len())).sum();
+                    // In the active segment's format; a roll to the current format
+                    // only makes frames shorter.
+                    let bytes = entries
+                        .iter()
+                        .map(|entry| self.active_format.frame_len(entry.len()))
+                        .sum();
                     appends.push(Pending {
                         entries,
                         first,
@@ -305,7 +375,7 @@ impl Writer {
             // Acknowledged already: queue behind any that are waiting for space.
             self.stalled.extend(appends);
             self.flush_stalled();
-            self.hand_to_syncer(Vec::new());
+            self.request_sync(self.next);
             return;
         }
         if let Some(info) = &self.poisoned {
@@ -318,18 +388,20 @@ impl Writer {
         let results = self.write(&appends);
         if self.syncer.is_some() && self.active_sync.is_some() {
             // The sync thread fsyncs what was written (`batch` and `async` too: an entry
-            // is durable one fsync after its write) and acknowledges `sync` appends.
-            let mut durable_replies = Vec::new();
+            // is durable one fsync after its write); `sync` appends wait for that fsync.
             for (pending, result) in appends.into_iter().zip(results) {
+                let count = pending.entries.len() as u64;
                 match (result, pending.reply) {
                     (Ok(first), Some(to)) if self.durability == Durability::Sync => {
-                        durable_replies.push((to, first));
+                        self.awaiting.push_back((to, first, first + count));
                     }
-                    (Ok(first), to) => reply(to, Ok(first)),
-                    (Err(failure), to) => reply(to, Err(failure.error(&self.shared))),
+                    (result, to) => {
+                        reply(to, result.map_err(|failure| failure.error(&self.shared)))
+                    }
                 }
             }
-            self.hand_to_syncer(durable_replies);
+            self.request_sync(self.next);
+            self.release_durable();
             return;
         }
         if self.durability == Durability::Sync && self.synced_next < self.next {
@@ -352,39 +424,56 @@ impl Writer {
         }
     }
 
-    /// Queues an fsync of everything written (and the `sync` replies it covers) on the
-    /// sync thread. Without one, or when it is gone, the writer syncs and replies itself.
-    fn hand_to_syncer(&mut self, replies: Vec<(oneshot::Sender<Result<u64, AuditError>>, u64)>) {
-        let durable = self.syncer.as_ref().map_or(0, Syncer::durable);
-        if replies.is_empty() && durable >= self.next {
+    /// Queues an fsync of the entries below `upto` on the sync thread, unless one is
+    /// queued already. Without a sync thread, or when it is gone, the writer syncs
+    /// itself (a failure poisons the log).
+    fn request_sync(&mut self, upto: u64) {
+        if self.sync_requested >= upto {
             return;
         }
-        let sent = match (&self.syncer, &self.active_sync) {
-            (Some(syncer), Some(file)) => syncer
+        if let (Some(syncer), Some(file)) = (&mut self.syncer, &self.active_sync)
+            && syncer
                 .send(SyncJob {
                     segment: self.active_first,
                     path: self.active_path.clone(),
                     file: Arc::clone(file),
-                    upto: self.next,
-                    replies,
+                    upto,
                 })
-                .map_err(|job| job.replies),
-            (_, _) => Err(replies),
-        };
-        match sent {
+                .is_ok()
+        {
+            self.sync_requested = upto;
             // The sync thread owns the batch window now.
-            Ok(()) => self.unsynced_since = None,
-            Err(replies) => {
-                let result = self.sync_active();
-                for (to, first) in replies {
-                    reply(
-                        Some(to),
-                        result
-                            .clone()
-                            .map(|()| first)
-                            .map_err(|failure| failure.error(&self.shared)),
-                    );
-                }
+            self.unsynced_since = None;
+            return;
+        }
+        let _ = self.sync_active();
+    }
+
+    /// Answers the `sync` appends whose entries are durable, and fails those a
+    /// poisoning left unsynced. When nothing queued on the sync thread can make the
+    /// oldest durable (the thread is gone), the writer syncs itself.
+    fn release_durable(&mut self) {
+        let Some(&(_, _, needed)) = self.awaiting.back() else {
+            return;
+        };
+        let in_flight = self.syncer.as_mut().is_some_and(Syncer::busy);
+        if let Some(syncer) = &self.syncer {
+            self.synced_next = self.synced_next.max(syncer.durable().min(self.next));
+        }
+        if self.synced_next < needed && !in_flight {
+            let _ = self.sync_active();
+        }
+        self.take_poison();
+        while let Some(&(_, first, end)) = self.awaiting.front() {
+            let result = if end <= self.synced_next {
+                Ok(first)
+            } else if let Some(info) = &self.poisoned {
+                Err(info.error())
+            } else {
+                break;
+            };
+            if let Some((to, _, _)) = self.awaiting.pop_front() {
+                reply(Some(to), result);
             }
         }
     }
@@ -458,7 +547,7 @@ impl Writer {
             }
             if failed.is_none()
                 && self.active_len + buf.len() as u64 + pending.bytes > self.segment_bytes
-                && self.active_len + buf.len() as u64 > 0
+                && self.active_len + buf.len() as u64 > self.active_format.header_len()
             {
                 if let Err(failure) = self.flush_chunk(&mut buf, &mut chunk, appends, &mut results)
                 {
@@ -472,7 +561,7 @@ impl Writer {
                 continue;
             }
             for entry in &pending.entries {
-                encode_frame(&mut buf, entry);
+                self.active_format.encode(&mut buf, entry);
             }
             chunk.push(i);
         }
@@ -526,6 +615,18 @@ impl Writer {
             chunk.clear();
             return Err(failure);
         }
+        // The fsync starts now, while the entries are hashed and published, and the
+        // `sync` appends of the group before (durable by now) are answered.
+        let end = self.next
+            + chunk
+                .iter()
+                .map(|&i| appends[i].entries.len() as u64)
+                .sum::<u64>();
+        let syncing = self.syncer.is_some() && self.active_sync.is_some();
+        if syncing {
+            self.request_sync(end);
+            self.release_durable();
+        }
         let mut offset = self.active_len;
         let mut offsets = Vec::new();
         let mut keys = Vec::new();
@@ -542,7 +643,7 @@ impl Writer {
                 if let Some(key) = entry_key(entry) {
                     keys.push((key, self.next));
                 }
-                offset += frame_len(entry.len());
+                offset += self.active_format.frame_len(entry.len());
                 self.next += 1;
             }
         }
@@ -580,7 +681,7 @@ impl Writer {
         if self.durability != Durability::Async {
             self.shared.acked.fetch_max(self.next, Ordering::SeqCst);
         }
-        if self.unsynced_since.is_none() {
+        if !syncing && self.unsynced_since.is_none() {
             self.unsynced_since = Some(Instant::now());
         }
         buf.clear();
@@ -665,9 +766,13 @@ impl Writer {
                 }
             }
         };
-        let file = disk
-            .open_append(&path)
-            .map_err(|e| io_failure("create segment", e))?;
+        let file = match segment::create(&*disk, &path) {
+            Ok(file) => file,
+            Err(error) => {
+                let _ = disk.remove_file(&path);
+                return Err(io_failure("create segment", error));
+            }
+        };
         // The new name must be durable before entries in it are acknowledged: an
         // fdatasync of the file does not persist its directory entry.
         if let Err(error) = disk.sync_dir(&segments_dir) {
@@ -682,7 +787,11 @@ impl Writer {
         self.active = file;
         self.active_path = path;
         self.active_first = self.next;
-        self.active_len = 0;
+        self.active_format = FrameFormat::V2;
+        self.active_len = self.active_format.header_len();
+        self.shared
+            .used_bytes
+            .fetch_add(self.active_len, Ordering::SeqCst);
         self.shared
             .segments
             .write()
@@ -691,7 +800,7 @@ impl Writer {
                 view: SegmentView {
                     first: self.next,
                     count: 0,
-                    len: 0,
+                    len: self.active_len,
                     compressed: false,
                     offsets: Arc::new(Vec::new()),
                 },
@@ -898,10 +1007,14 @@ impl Writer {
     /// the close), sync, write a final checkpoint.
     fn finish(&mut self) -> Result<(), AuditError> {
         let mut closers = Vec::new();
-        while let Ok(request) = self.rx.try_recv() {
-            let group = self.gather(request);
+        loop {
+            let mut group = Group::default();
+            self.drain(&mut group);
+            if group.requests.is_empty() {
+                break;
+            }
             // A group ends at a close request, so nothing after it is skipped.
-            if let Some(close) = self.process(group) {
+            if let Some(close) = self.process(group.requests) {
                 closers.push(close);
             }
         }
@@ -918,6 +1031,7 @@ impl Writer {
             syncer.stop();
             self.synced_next = self.synced_next.max(syncer.durable().min(self.next));
         }
+        self.release_durable();
         self.take_poison();
         self.flush_stalled();
         if let Some(info) = &self.poisoned {
