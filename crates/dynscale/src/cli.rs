@@ -203,7 +203,8 @@ built-in mix for the policies in examples/policies (push them first); print it w
       context: { amount: 250 }  # optional; namespace is added
 
 Output: a progress bar on a terminal (none when stdout is not one), then the summary:
-achieved rate, p50/p95/p99/p99.9/max latency, outcome counts and error rate (--json
+achieved rate, p50/p95/p99/p99.9/max latency, outcome counts and error rate, and when
+requests were shed (429) or failed, the latency of the admitted ones alone (--json
 prints it as JSON). --output FILE writes one CSV row per second of the schedule:
 second,sent,answered,errors,<one column per outcome>,p50_us,p99_us.
 
