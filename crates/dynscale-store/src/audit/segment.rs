@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::disk::{AppendFile, Disk, ReadCursor};
 use super::error::{AuditError, FrameProblem};
-use super::frame::{FrameError, FrameFormat, FrameReader, SEGMENT_MAGIC};
+use super::frame::{FrameError, FrameFormat, FrameReader, SEGMENT_MAGIC, read_full};
 
 /// Directory of the segment files, inside the audit directory.
 pub(crate) const SEGMENTS_DIR: &str = "segments";
@@ -107,7 +107,7 @@ pub(crate) fn open_frames_at(
     let mut head = [0u8; SEGMENT_MAGIC.len()];
     if compressed {
         let mut decoder = zstd::stream::read::Decoder::new(ReadCursor::new(file, 0))?;
-        let got = read_up_to(&mut decoder, &mut head)?;
+        let got = read_full(&mut decoder, &mut head)?;
         let format = FrameFormat::of(&head[..got]);
         let start = offset.max(format.header_len());
         // A compressed segment is one stream: skipping to `start` means decompressing
@@ -140,20 +140,6 @@ pub(crate) fn open_frames_at(
         None => Box::new(cursor),
     };
     Ok(FrameReader::new(reader, start, format))
-}
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match reader.read(&mut buf[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(done)
 }
 
 /// Creates a segment file in the current format (its header written, not synced: the
