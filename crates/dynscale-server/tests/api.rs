@@ -1,26 +1,31 @@
 //! The HTTP API called in process (`tower::ServiceExt::oneshot`) over a real SQLite
 //! store in a temporary directory.
 
+mod common;
+
 use std::path::Path;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode};
 use dynscale_server::{Node, ServerConfig};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use common::Client;
+
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies");
 
 struct Api {
-    router: Router,
+    http: Client,
 }
 
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    body: Value,
+impl std::ops::Deref for Api {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.http
+    }
 }
 
 impl Api {
@@ -32,36 +37,9 @@ impl Api {
         };
         let node = Node::open(config).await.expect("node opens");
         Api {
-            router: node.router(),
-        }
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: impl Into<Body>) -> Reply {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.into())
-            .expect("request builds");
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("router answers");
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            content_type,
-            body,
+            http: Client {
+                router: node.router(),
+            },
         }
     }
 
@@ -80,19 +58,6 @@ impl Api {
         assert_eq!(resp.status(), StatusCode::OK);
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         String::from_utf8(bytes.to_vec()).expect("utf-8")
-    }
-
-    async fn get(&self, uri: &str) -> Reply {
-        self.call(Method::GET, uri, Body::empty()).await
-    }
-
-    async fn post(&self, uri: &str, body: Value) -> Reply {
-        self.call(Method::POST, uri, body.to_string()).await
-    }
-
-    async fn push(&self, text: &str) -> Reply {
-        self.call(Method::POST, "/v1/policies", text.to_owned())
-            .await
     }
 
     /// A node in a fresh directory with the example policies pushed; the directory

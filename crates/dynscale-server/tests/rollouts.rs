@@ -3,33 +3,36 @@
 //! explicit times (`Node::rollout_tick`), promotion, rollback, shadow diffs, quota
 //! rules per arm, restart, and bad input. Traffic is generated from fixed seeds.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use dynscale_core::ids::AgentId;
 use dynscale_core::rollout::{Arm, BasisPoints, RolloutSalt, UnixMillis, assign};
 use dynscale_server::config::{RolloutSettings, ScaleConfig};
 use dynscale_server::{Node, ServerConfig};
-use http_body_util::BodyExt;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
-use tower::ServiceExt;
+
+use common::Client;
 
 const NS: &str = "tools.search.eng.usa.acme";
 const POLICY_ID: &str = "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
 
 struct Api {
     node: Node,
-    router: Router,
+    http: Client,
 }
 
-struct Reply {
-    status: StatusCode,
-    body: Value,
+impl std::ops::Deref for Api {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.http
+    }
 }
 
 impl Api {
@@ -49,42 +52,10 @@ impl Api {
             ..ServerConfig::default()
         };
         let node = Node::open(config).await.expect("node opens");
-        let router = node.router();
-        Api { node, router }
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: impl Into<Body>) -> Reply {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.into())
-            .expect("request builds");
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("router answers");
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        Reply {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
-    }
-
-    async fn get(&self, uri: &str) -> Reply {
-        self.call(Method::GET, uri, Body::empty()).await
-    }
-
-    async fn post(&self, uri: &str, body: Value) -> Reply {
-        self.call(Method::POST, uri, body.to_string()).await
-    }
-
-    async fn push(&self, text: &str) -> Reply {
-        self.call(Method::POST, "/v1/policies", text.to_owned())
-            .await
+        let http = Client {
+            router: node.router(),
+        };
+        Api { node, http }
     }
 
     async fn pushed(&self, text: &str) -> Value {
