@@ -1,18 +1,18 @@
 //! An action request in Cedar terms: principal, action, resource, context and the
 //! fleet entities (agent in pack), built once per decision from JSON attribute data.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
-use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression,
-};
+use cedar_policy::{Context, Entities, Entity, EntityTypeName};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::controls::Fingerprint;
 use crate::ids::{AgentId, PackId};
 use crate::namespace::{Namespace, NamespaceError};
+use crate::value::{self, Record, Uid, Val, cedar_uid};
 
 /// Principal types an action can come from.
 pub const SUBJECT_TYPES: [&str; 2] = ["Agent", "Service"];
@@ -86,12 +86,108 @@ pub struct ActionRequest {
     pub pack: Option<PackId>,
     pub action: String,
     pub namespace: Namespace,
-    pub(crate) cedar: cedar_policy::Request,
-    pub(crate) entities: Entities,
+    pub(crate) facts: Facts,
+    /// The request in Cedar's own types, built when a decision first needs Cedar.
+    cedar: OnceLock<Result<CedarRequest, String>>,
     /// Digest identifying "the same action" for escalation approvals.
     pub fingerprint: Fingerprint,
     /// `Type::"id"` of the resource, for records.
     pub resource: String,
+}
+
+/// What policies can see of a request: the four variables and the entities (the
+/// principal with its attributes and pack, the resource with its attributes).
+#[derive(Debug, Clone)]
+pub(crate) struct Facts {
+    pub principal: Val,
+    pub action: Val,
+    pub resource: Val,
+    pub context: Val,
+    principal_attrs: Record,
+    pack: Option<Uid>,
+    resource_attrs: Record,
+}
+
+/// An entity as the request's entity store holds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntityData<'a> {
+    pub attrs: &'a Record,
+    /// The entity's parent (its ancestors, as there is no deeper hierarchy).
+    pub parent: Option<&'a Uid>,
+}
+
+impl Facts {
+    /// The entity `uid` as Cedar's entity store for this request holds it: the
+    /// principal (which wins when the resource is the same entity), the resource, or
+    /// none (packs and actions carry no data).
+    pub fn entity(&self, uid: &Uid) -> Option<EntityData<'_>> {
+        if matches!(&self.principal, Val::Entity(p) if p == uid) {
+            Some(EntityData {
+                attrs: &self.principal_attrs,
+                parent: self.pack.as_ref(),
+            })
+        } else if matches!(&self.resource, Val::Entity(r) if r == uid) {
+            Some(EntityData {
+                attrs: &self.resource_attrs,
+                parent: None,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// The request in Cedar's types.
+#[derive(Debug, Clone)]
+pub(crate) struct CedarRequest {
+    pub request: cedar_policy::Request,
+    pub entities: Entities,
+}
+
+impl CedarRequest {
+    fn build(f: &Facts) -> Result<Self, String> {
+        let uid = |v: &Val| match v {
+            Val::Entity(uid) => cedar_uid(uid),
+            _ => Err(format!("{v:?} is not an entity")),
+        };
+        let (principal, action, resource) =
+            (uid(&f.principal)?, uid(&f.action)?, uid(&f.resource)?);
+        let mut parents = HashSet::new();
+        if let Some(pack) = &f.pack {
+            // The principal's parent uid is all `principal in Pack::"…"` needs; the Pack
+            // entity itself has no attributes, so it is left out of the entities.
+            parents.insert(cedar_uid(pack)?);
+        }
+        let mut entities = Vec::with_capacity(2);
+        entities.push(
+            Entity::new(
+                principal.clone(),
+                f.principal_attrs.to_cedar_fields()?,
+                parents,
+            )
+            .map_err(|e| format!("subject.properties: {e}"))?,
+        );
+        if resource != principal {
+            entities.push(
+                Entity::new(
+                    resource.clone(),
+                    f.resource_attrs.to_cedar_fields()?,
+                    HashSet::new(),
+                )
+                .map_err(|e| format!("resource.properties: {e}"))?,
+            );
+        }
+        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let context = match &f.context {
+            Val::Record(r) => {
+                Context::from_pairs(r.to_cedar_fields()?).map_err(|e| format!("context: {e}"))?
+            }
+            _ => return Err("the context is not a record".into()),
+        };
+        let request = cedar_policy::Request::new(principal, action, resource, context, None)
+            .map_err(|e| e.to_string())?;
+        Ok(Self { request, entities })
+    }
 }
 
 fn type_name(field: &'static str, value: &str) -> Result<EntityTypeName, InputError> {
@@ -147,73 +243,63 @@ impl ActionRequest {
             None => claimed_pack,
         };
 
-        let subject_type = type_name("subject.type", input.subject_type)?;
-        let principal =
-            EntityUid::from_type_name_and_id(subject_type, EntityId::new(input.subject_id));
-        let action_uid = EntityUid::from_type_name_and_id(
-            EntityTypeName::from_str("Action").map_err(|_| InputError::BadName {
-                field: "action.name",
-                value: "Action".into(),
-                what: "entity type name",
-            })?,
-            EntityId::new(input.action),
+        let principal_uid = Uid::new(
+            &type_name("subject.type", input.subject_type)?.to_string(),
+            input.subject_id,
         );
-        let resource = EntityUid::from_type_name_and_id(
-            type_name("resource.type", input.resource_type)?,
-            EntityId::new(input.resource_id),
+        let action_uid = Uid::new("Action", input.action);
+        let resource_uid = Uid::new(
+            &type_name("resource.type", input.resource_type)?.to_string(),
+            input.resource_id,
         );
 
         let mut attrs = record_fields("subject.properties", input.subject_properties)?;
         if let Some(profile) = profile {
             attrs.extend(record_fields("agent attributes", &profile.attributes)?);
         }
-        let mut entities = Vec::with_capacity(2);
-        let mut parents = HashSet::new();
         if let Some(pack) = &pack {
-            // The principal's parent uid is all `principal in Pack::"…"` needs; the Pack
-            // entity itself has no attributes, so it is left out of the entities.
-            let pack_uid = EntityUid::from_type_name_and_id(
-                EntityTypeName::from_str("Pack").map_err(|_| InputError::PackNotString)?,
-                EntityId::new(pack.as_str()),
-            );
-            attrs.insert(
-                "pack".into(),
-                RestrictedExpression::new_string(pack.to_string()),
-            );
-            parents.insert(pack_uid);
+            attrs.push(("pack".into(), Val::Str(Box::from(pack.as_str()))));
         }
-        let bad_entity = |field: &str, e: &dyn std::fmt::Display| InputError::BadValue {
-            field: field.to_owned(),
-            reason: e.to_string(),
+        let resource_attrs = if resource_uid == principal_uid {
+            Record::default()
+        } else {
+            Record::from_fields(record_fields(
+                "resource.properties",
+                input.resource_properties,
+            )?)
         };
-        entities.push(
-            Entity::new(principal.clone(), attrs, parents)
-                .map_err(|e| bad_entity("subject.properties", &e))?,
+        let context = Record::from_fields(record_fields("context", input.context)?);
+        let resource = format!(
+            "{}::\"{}\"",
+            resource_uid.ty,
+            input.resource_id.escape_debug()
         );
-        if resource != principal {
-            let rattrs = record_fields("resource.properties", input.resource_properties)?;
-            entities.push(
-                Entity::new(resource.clone(), rattrs, Default::default())
-                    .map_err(|e| bad_entity("resource.properties", &e))?,
-            );
-        }
-        let entities =
-            Entities::from_entities(entities, None).map_err(|e| bad_entity("subject", &e))?;
-        let context = Context::from_pairs(record_fields("context", input.context)?)
-            .map_err(|e| bad_entity("context", &e))?;
-        let cedar =
-            cedar_policy::Request::new(principal, action_uid, resource.clone(), context, None)
-                .map_err(|e| bad_entity("request", &e))?;
         Ok(ActionRequest {
             agent: AgentId::new(input.subject_id),
-            pack,
             action: input.action.to_owned(),
             namespace,
-            cedar,
-            entities,
+            facts: Facts {
+                principal: Val::Entity(principal_uid),
+                action: Val::Entity(action_uid),
+                resource: Val::Entity(resource_uid),
+                context: Val::Record(context),
+                principal_attrs: Record::from_fields(attrs),
+                pack: pack.as_ref().map(|p| Uid::new("Pack", p.as_str())),
+                resource_attrs,
+            },
+            pack,
+            cedar: OnceLock::new(),
             fingerprint: fingerprint(input),
-            resource: resource.to_string(),
+            resource,
         })
+    }
+
+    /// The request in Cedar's types, built on first use.
+    pub(crate) fn cedar(&self) -> Result<&CedarRequest, String> {
+        self.cedar
+            .get_or_init(|| CedarRequest::build(&self.facts))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -260,117 +346,11 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Where in the request a bad value sits, built outward only when a value is bad:
-/// the segments are collected innermost first as the error returns.
-#[derive(Debug)]
-struct BadAt {
-    segments: Vec<Segment>,
-    reason: String,
-}
-
-#[derive(Debug)]
-enum Segment {
-    Key(String),
-    Index(usize),
-}
-
-impl BadAt {
-    fn new(reason: String) -> Self {
-        Self {
-            segments: Vec::new(),
-            reason,
-        }
-    }
-
-    fn within(mut self, segment: Segment) -> Self {
-        self.segments.push(segment);
-        self
-    }
-
-    fn at(self, base: &str) -> InputError {
-        let mut field = base.to_owned();
-        for s in self.segments.iter().rev() {
-            match s {
-                Segment::Key(k) => {
-                    field.push('.');
-                    field.push_str(k);
-                }
-                Segment::Index(i) => {
-                    field.push('[');
-                    field.push_str(&i.to_string());
-                    field.push(']');
-                }
-            }
-        }
-        InputError::BadValue {
-            field,
-            reason: self.reason,
-        }
-    }
-}
-
-fn record_fields(
-    path: &str,
-    map: &Map<String, Value>,
-) -> Result<HashMap<String, RestrictedExpression>, InputError> {
-    fields(map).map_err(|e| e.at(path))
-}
-
-fn fields(map: &Map<String, Value>) -> Result<HashMap<String, RestrictedExpression>, BadAt> {
-    let mut out = HashMap::with_capacity(map.len());
-    for (k, v) in map {
-        match to_cedar(v) {
-            Ok(Some(expr)) => {
-                out.insert(k.clone(), expr);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(e.within(Segment::Key(k.clone()))),
-        }
-    }
-    Ok(out)
-}
-
-/// JSON to a Cedar value. Integers become Longs, other numbers `decimal` (at most four
-/// fractional digits, Cedar's precision), objects records, arrays sets. `null` means
-/// the attribute is absent, so `has` is false for it.
-fn to_cedar(v: &Value) -> Result<Option<RestrictedExpression>, BadAt> {
-    Ok(Some(match v {
-        Value::Null => return Ok(None),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => RestrictedExpression::new_long(i),
-            None => decimal(n)?,
-        },
-        Value::Array(items) => {
-            let mut set = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                if let Some(e) = to_cedar(item).map_err(|e| e.within(Segment::Index(i)))? {
-                    set.push(e);
-                }
-            }
-            RestrictedExpression::new_set(set)
-        }
-        Value::Object(map) => {
-            RestrictedExpression::new_record(fields(map)?).map_err(|e| BadAt::new(e.to_string()))?
-        }
-    }))
-}
-
-fn decimal(n: &serde_json::Number) -> Result<RestrictedExpression, BadAt> {
-    let f = n
-        .as_f64()
-        .ok_or_else(|| BadAt::new(format!("{n} is out of range for a Cedar number")))?;
-    let text = n.to_string();
-    let frac = text.split_once('.').map_or(0, |(_, f)| f.len());
-    if text.contains(['e', 'E']) || frac > 4 || f.abs() >= 922_337_203_685_477.0 {
-        return Err(BadAt::new(format!(
-            "{n} is not representable: Cedar numbers are integers or decimals with at most \
-             four fractional digits"
-        )));
-    }
-    let text = if frac == 0 { format!("{text}.0") } else { text };
-    Ok(RestrictedExpression::new_decimal(text))
+fn record_fields(path: &str, map: &Map<String, Value>) -> Result<Vec<(Box<str>, Val)>, InputError> {
+    value::fields(map).map_err(|e| {
+        let (field, reason) = e.at(path);
+        InputError::BadValue { field, reason }
+    })
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //!
 //! A change is applied with [`Snapshot::patch`]: only the scopes it touches are
 //! rebuilt and only their trie paths copied, so a push costs the scopes it touches,
-//! not the whole active set. A decision makes one Cedar call: the rules of every
-//! matching scope are merged into one set, built on first use and cached.
+//! not the whole active set. A decision evaluates the rules of every matching scope
+//! on the fast path ([`crate::fastpath`]) when all of them compiled to it; otherwise,
+//! or when the fast path gives up on the request, it makes one Cedar call over the
+//! rules of every matching scope merged into one set, built on first use and cached.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use cedar_policy::{ActionConstraint, AuthorizationError, Authorizer, Effect, Pol
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::fastpath::{self, Program};
 use crate::ids::{RuleId, SnapshotId};
 use crate::namespace::Scope;
 use crate::policy::{CedarRule, CheckedPolicy, RuleEffect};
@@ -39,6 +42,9 @@ pub struct EngineConfig {
     pub default_decision: DefaultDecision,
     /// Default per namespace root (org). A configured root is known even without policies.
     pub namespace_defaults: BTreeMap<String, DefaultDecision>,
+    /// Evaluate rules on the fast path where they compiled to it; `false` sends every
+    /// decision through Cedar.
+    pub fast_path: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,8 +52,18 @@ impl Default for EngineConfig {
         Self {
             default_decision: DefaultDecision::Deny,
             namespace_defaults: BTreeMap::new(),
+            fast_path: true,
         }
     }
+}
+
+/// Which evaluator decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluator {
+    /// The fast path: every rule that applied compiled to it, and it did not give up.
+    FastPath,
+    /// Cedar's authorizer.
+    Cedar,
 }
 
 /// A Cedar policy that determined a decision, or warned about it.
@@ -87,6 +103,7 @@ pub struct Evaluation {
     pub errors: Vec<String>,
     /// `name@version` of every policy evaluated.
     pub policies: Vec<Arc<str>>,
+    pub evaluator: Evaluator,
 }
 
 /// Why a request cannot be evaluated at all.
@@ -97,6 +114,9 @@ pub enum EvalError {
          no default is configured for it"
     )]
     UnknownNamespace { namespace: String, root: String },
+    /// The request's values could not be given to Cedar.
+    #[error("the request cannot be evaluated by Cedar: {0}")]
+    Cedar(String),
 }
 
 /// How a rule's hit counts: every rule is evaluated as a permit (see [`Sets`]), so the
@@ -128,8 +148,21 @@ struct RuleMeta {
 #[derive(Debug, Default)]
 struct Sets {
     rules: PolicySet,
+    /// The same rules on the fast path, when every one of them compiled to it.
+    fast: Option<Box<[FastRule]>>,
     /// `name@version` of the policies the rules come from, sorted, no duplicates.
     policies: Vec<Arc<str>>,
+}
+
+/// A rule on the fast path, with what its hit reports.
+type FastRule = (Arc<Program>, Arc<RuleMeta>);
+
+/// A rule as decisions evaluate it: in Cedar (see [`as_evaluated`]) and, when it is in
+/// the subset the fast path implements, as a fast-path program.
+#[derive(Debug)]
+struct EvalRule {
+    cedar: cedar_policy::Policy,
+    fast: Option<Arc<Program>>,
 }
 
 #[derive(Debug)]
@@ -137,12 +170,12 @@ struct ScopeEntry {
     /// The policies compiled into this entry, by (name, version); compared by pointer
     /// to reuse the entry.
     members: Vec<Arc<CheckedPolicy>>,
-    /// Each member's rules as evaluated (forbids rewritten as permits), in member
-    /// order, so a rebuild of the entry reuses the rewrites of unchanged members.
-    rewritten: Vec<Arc<[cedar_policy::Policy]>>,
+    /// Each member's rules as evaluated, in member order, so a rebuild of the entry
+    /// reuses the rewrites and programs of unchanged members.
+    rewritten: Vec<Arc<[EvalRule]>>,
     any: Sets,
     by_action: FastMap<String, Sets>,
-    meta: FastMap<PolicyId, RuleMeta>,
+    meta: FastMap<PolicyId, Arc<RuleMeta>>,
 }
 
 /// A node of the scope trie. Children are shared between snapshots (`Arc`), so a
@@ -270,7 +303,11 @@ impl MergedCache {
         policies.dedup();
         let merged = Arc::new(Merged {
             entries: chosen.iter().map(|(e, _)| Arc::clone(e)).collect(),
-            sets: Sets { rules, policies },
+            sets: Sets {
+                rules,
+                fast: None,
+                policies,
+            },
         });
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MERGED_LIMIT {
@@ -531,6 +568,12 @@ impl Snapshot {
             .map(|e| (e, e.by_action.get(req.action.as_str()).unwrap_or(&e.any)))
             .filter(|(_, s)| !s.rules.is_empty())
             .collect();
+        let default = configured.unwrap_or(self.config.default_decision);
+        if self.config.fast_path
+            && let Some(evaluation) = evaluate_fast(req, &chosen, default)
+        {
+            return Ok(evaluation);
+        }
         let merged;
         let sets = match chosen.as_slice() {
             [] => None,
@@ -542,15 +585,15 @@ impl Snapshot {
                 }
                 // Rules of different policies have different ids, so merging cannot
                 // fail; should it, evaluating scope by scope gives the same result.
-                Err(_) => return Ok(self.evaluate_each(req, &chosen, configured)),
+                Err(_) => return self.evaluate_each(req, &chosen, default),
             },
         };
         let mut hits = Hits::default();
         if let Some(sets) = sets {
             hits.policies.extend(sets.policies.iter().cloned());
-            hits.add(&self.authorizer, req, &sets.rules, &chosen);
+            hits.add(&self.authorizer, req, &sets.rules, &chosen)?;
         }
-        Ok(hits.finish(configured.unwrap_or(self.config.default_decision)))
+        Ok(hits.finish(default, Evaluator::Cedar))
     }
 
     /// One Cedar call per matching scope; the fallback of [`Snapshot::evaluate`].
@@ -558,17 +601,43 @@ impl Snapshot {
         &self,
         req: &ActionRequest,
         chosen: &[(&Arc<ScopeEntry>, &Sets)],
-        configured: Option<DefaultDecision>,
-    ) -> Evaluation {
+        default: DefaultDecision,
+    ) -> Result<Evaluation, EvalError> {
         let mut hits = Hits::default();
         for (entry, sets) in chosen {
             hits.policies.extend(sets.policies.iter().cloned());
-            hits.add(&self.authorizer, req, &sets.rules, &[(entry, sets)]);
+            hits.add(&self.authorizer, req, &sets.rules, &[(entry, sets)])?;
         }
         hits.policies.sort();
         hits.policies.dedup();
-        hits.finish(configured.unwrap_or(self.config.default_decision))
+        Ok(hits.finish(default, Evaluator::Cedar))
     }
+}
+
+/// The evaluation on the fast path, or `None` when a matching rule is not on it or it
+/// gives up on the request (Cedar then decides).
+fn evaluate_fast(
+    req: &ActionRequest,
+    chosen: &[(&Arc<ScopeEntry>, &Sets)],
+    default: DefaultDecision,
+) -> Option<Evaluation> {
+    if !chosen.iter().all(|(_, s)| s.fast.is_some()) {
+        return None;
+    }
+    let mut hits = Hits::default();
+    for (_, sets) in chosen {
+        for (program, meta) in sets.fast.as_deref().unwrap_or_default() {
+            if program.satisfied(&req.facts).ok()? {
+                hits.push(meta);
+            }
+        }
+        hits.policies.extend(sets.policies.iter().cloned());
+    }
+    if chosen.len() > 1 {
+        hits.policies.sort();
+        hits.policies.dedup();
+    }
+    Some(hits.finish(default, Evaluator::FastPath))
 }
 
 /// The satisfied rules of a request, sorted out by kind.
@@ -582,28 +651,32 @@ struct Hits {
 }
 
 impl Hits {
+    fn push(&mut self, m: &RuleMeta) {
+        let hit = RuleHit {
+            policy: Arc::clone(&m.policy),
+            rule: m.rule.clone(),
+            effect: m.effect,
+        };
+        match m.kind {
+            Kind::Forbid => self.forbids.push(hit),
+            Kind::Permit => self.permits.push(hit),
+            Kind::Advisory => self.advisories.push(hit),
+        }
+    }
+
     fn add(
         &mut self,
         authorizer: &Authorizer,
         req: &ActionRequest,
         rules: &PolicySet,
         from: &[(&Arc<ScopeEntry>, &Sets)],
-    ) {
-        let resp = authorizer.is_authorized(&req.cedar, rules, &req.entities);
+    ) -> Result<(), EvalError> {
+        let cedar = req.cedar().map_err(EvalError::Cedar)?;
+        let resp = authorizer.is_authorized(&cedar.request, rules, &cedar.entities);
         let diag = resp.diagnostics();
         for id in diag.reason() {
-            let Some(m) = from.iter().find_map(|(e, _)| e.meta.get(id)) else {
-                continue;
-            };
-            let hit = RuleHit {
-                policy: Arc::clone(&m.policy),
-                rule: m.rule.clone(),
-                effect: m.effect,
-            };
-            match m.kind {
-                Kind::Forbid => self.forbids.push(hit),
-                Kind::Permit => self.permits.push(hit),
-                Kind::Advisory => self.advisories.push(hit),
+            if let Some(m) = from.iter().find_map(|(e, _)| e.meta.get(id)) {
+                self.push(m);
             }
         }
         // Cedar skips a policy whose evaluation errors; report which (by its id in the
@@ -620,9 +693,10 @@ impl Hits {
                 }
             }
         }));
+        Ok(())
     }
 
-    fn finish(mut self, default: DefaultDecision) -> Evaluation {
+    fn finish(mut self, default: DefaultDecision, evaluator: Evaluator) -> Evaluation {
         // Cedar reports from a hash set; sorting makes reasons and warnings stable.
         for hits in [&mut self.forbids, &mut self.permits, &mut self.advisories] {
             hits.sort_by(|a, b| (&a.policy, &a.rule).cmp(&(&b.policy, &b.rule)));
@@ -639,6 +713,7 @@ impl Hits {
             advisories: self.advisories,
             errors: self.errors,
             policies: self.policies,
+            evaluator,
         }
     }
 }
@@ -678,17 +753,17 @@ fn action_keys(rule: &CedarRule) -> Option<Vec<String>> {
 }
 
 /// Builds the entry of one scope from its members, sorted by (name, version). The
-/// rewrites of members that were already in `previous` are reused.
+/// rewrites and programs of members that were already in `previous` are reused.
 fn build_entry(
     members: Vec<Arc<CheckedPolicy>>,
     previous: Option<&ScopeEntry>,
 ) -> Result<ScopeEntry, CompileError> {
     let mut meta = FastMap::default();
     let mut rewritten = Vec::with_capacity(members.len());
-    // (rule as evaluated, policy label) for any-action and per-action rules.
-    let mut any: Vec<(&cedar_policy::Policy, &Arc<str>)> = Vec::new();
-    let mut specific: HashMap<String, Vec<(&cedar_policy::Policy, &Arc<str>)>> = HashMap::new();
-    let mut labels = Vec::with_capacity(members.len());
+    // (rule as evaluated, its metadata) for any-action and per-action rules.
+    type Item<'a> = (&'a EvalRule, Arc<RuleMeta>);
+    let mut any: Vec<Item> = Vec::new();
+    let mut specific: HashMap<String, Vec<Item>> = HashMap::new();
     for p in &members {
         let label: Arc<str> = Arc::from(p.version_ref().to_string());
         let reused = previous.and_then(|prev| {
@@ -701,13 +776,21 @@ fn build_entry(
                 .cedar
                 .iter()
                 .map(|rule| {
-                    as_evaluated(&rule.policy).map_err(|reason| CompileError {
-                        policy: label.to_string(),
-                        reason,
+                    Ok(EvalRule {
+                        cedar: as_evaluated(&rule.policy).map_err(|reason| CompileError {
+                            policy: label.to_string(),
+                            reason,
+                        })?,
+                        fast: fastpath::compile(&rule.policy).map(Arc::new),
                     })
                 })
                 .collect::<Result<Arc<[_]>, _>>()?,
         };
+        rewritten.push(rules);
+        let rules = rewritten
+            .last()
+            .map(Arc::clone)
+            .unwrap_or_else(|| Arc::new([]));
         for (rule, evaluated) in p.cedar.iter().zip(rules.iter()) {
             let kind = if rule.is_advisory() {
                 Kind::Advisory
@@ -716,43 +799,55 @@ fn build_entry(
             } else {
                 Kind::Permit
             };
-            meta.insert(
-                evaluated.id().clone(),
-                RuleMeta {
-                    source: rule.policy.id().clone(),
-                    policy: Arc::clone(&label),
-                    rule: rule.rule.clone(),
-                    effect: rule.effect,
-                    kind,
-                },
-            );
+            let m = Arc::new(RuleMeta {
+                source: rule.policy.id().clone(),
+                policy: Arc::clone(&label),
+                rule: rule.rule.clone(),
+                effect: rule.effect,
+                kind,
+            });
+            meta.insert(evaluated.cedar.id().clone(), Arc::clone(&m));
         }
-        rewritten.push(rules);
-        labels.push(label);
     }
-    for ((p, rules), label) in members.iter().zip(&rewritten).zip(&labels) {
-        for (rule, policy) in p.cedar.iter().zip(rules.iter()) {
+    for (p, rules) in members.iter().zip(&rewritten) {
+        for (rule, evaluated) in p.cedar.iter().zip(rules.iter()) {
+            let m = meta
+                .get(evaluated.cedar.id())
+                .map(Arc::clone)
+                .ok_or_else(|| CompileError {
+                    policy: p.version_ref().to_string(),
+                    reason: format!("rule `{}` has no metadata", rule.rule),
+                })?;
             match action_keys(rule) {
-                None => any.push((policy, label)),
+                None => any.push((evaluated, m)),
                 Some(keys) => {
                     for k in keys {
-                        specific.entry(k).or_default().push((policy, label));
+                        specific
+                            .entry(k)
+                            .or_default()
+                            .push((evaluated, Arc::clone(&m)));
                     }
                 }
             }
         }
     }
-    let build = |items: &mut dyn Iterator<Item = &(&cedar_policy::Policy, &Arc<str>)>| {
+    let build = |items: &mut dyn Iterator<Item = &Item>| {
         let mut sets = Sets::default();
-        for (policy, label) in items {
+        let mut fast = Some(Vec::new());
+        for (rule, m) in items {
             sets.rules
-                .add((*policy).clone())
+                .add(rule.cedar.clone())
                 .map_err(|e| CompileError {
-                    policy: label.to_string(),
+                    policy: m.policy.to_string(),
                     reason: e.to_string(),
                 })?;
-            sets.policies.push(Arc::clone(label));
+            sets.policies.push(Arc::clone(&m.policy));
+            fast = fast.zip(rule.fast.as_ref()).map(|(mut v, program)| {
+                v.push((Arc::clone(program), Arc::clone(m)));
+                v
+            });
         }
+        sets.fast = fast.map(Vec::into_boxed_slice);
         sets.policies.sort();
         sets.policies.dedup();
         Ok::<_, CompileError>(sets)

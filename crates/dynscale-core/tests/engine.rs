@@ -139,6 +139,7 @@ fn normalize(result: &Result<Evaluation, EvalError>) -> (Normal, Vec<String>, Ve
         Err(EvalError::UnknownNamespace { root, .. }) => {
             (Normal::Unknown(root.clone()), Vec::new(), Vec::new())
         }
+        Err(e @ EvalError::Cedar(_)) => panic!("{e}"),
         Ok(e) => {
             let verdict = match &e.verdict {
                 PolicyVerdict::Forbid(h) => Normal::Forbid(labels(h)),
@@ -274,6 +275,7 @@ mod decisions {
         let config = EngineConfig {
             default_decision: DefaultDecision::Deny,
             namespace_defaults: BTreeMap::from([("retail".to_owned(), DefaultDecision::Allow)]),
+            ..EngineConfig::default()
         };
         compile(&fintech_policies(), &Arc::new(config), None)
     }
@@ -699,6 +701,7 @@ mod decisions {
         let config = Arc::new(EngineConfig {
             default_decision: DefaultDecision::Deny,
             namespace_defaults: BTreeMap::from([("acme".to_owned(), DefaultDecision::Allow)]),
+            ..EngineConfig::default()
         });
         let configured = compile(&fintech_policies(), &config, None);
         let req = request("x.y.z.w.acme", "transfer", json!({}), json!({}));
@@ -1391,8 +1394,11 @@ mod model {
         request(&r.namespace.join("."), r.action, json!({}), ctx)
     }
 
-    fn config(fin_allows: bool) -> Arc<EngineConfig> {
-        let mut c = EngineConfig::default();
+    fn config(fin_allows: bool, fast_path: bool) -> Arc<EngineConfig> {
+        let mut c = EngineConfig {
+            fast_path,
+            ..EngineConfig::default()
+        };
         if fin_allows {
             c.namespace_defaults
                 .insert("fin".into(), DefaultDecision::Allow);
@@ -1431,6 +1437,7 @@ mod model {
                     policies: Vec::new(),
                 };
             }
+            Err(e @ EvalError::Cedar(_)) => panic!("{e}"),
             Ok(e) => e,
         };
         assert!(
@@ -1569,13 +1576,14 @@ mod model {
             generated in proptest::collection::vec(gen_policy(), 0..10),
             requests in proptest::collection::vec(gen_request(), 1..12),
             fin_allows in any::<bool>(),
+            fast_path in any::<bool>(),
         ) {
             let checked: Vec<_> = generated
                 .iter()
                 .enumerate()
                 .map(|(i, p)| check_generated(i, "1.0.0", p))
                 .collect();
-            let config = config(fin_allows);
+            let config = config(fin_allows, fast_path);
             let snapshot = compile(&checked, &config, None);
             for r in &requests {
                 let got = observe(snapshot.evaluate(&build_request(r)));
@@ -1611,7 +1619,7 @@ mod model {
                     })
                     .collect()
             };
-            let config = config(false);
+            let config = config(false, true);
             let first = compile(&pick(&before), &config, None);
             let incremental = compile(&pick(&after), &config, Some(&first));
             let fresh = compile(&pick(&after), &config, None);
@@ -1712,7 +1720,7 @@ mod model {
                     ]
                 })
                 .collect();
-            let config = config(true);
+            let config = config(true, true);
             let mut catalog = dynscale_core::catalog::Catalog::new();
             let mut now = start();
             let (first, next) = catalog.take_in_force_changes(now);
@@ -1754,5 +1762,104 @@ mod model {
                 }
             }
         }
+    }
+}
+
+/// Which evaluator decides: the fast path when every matching rule compiled to it and
+/// the request raises no error; Cedar otherwise, with the same result.
+mod evaluators {
+    use super::*;
+    use dynscale_core::snapshot::Evaluator;
+
+    const NS: &str = "payment.processing.americas.usa.fintech";
+
+    fn policies() -> Vec<Arc<CheckedPolicy>> {
+        vec![
+            policy(
+                "limits",
+                NS,
+                &[
+                    (
+                        "small",
+                        r#"permit(principal, action == Action::"transfer", resource)
+                           when { context.amount <= 100 };"#,
+                    ),
+                    (
+                        "credit",
+                        r#"forbid(principal, action, resource)
+                           when { principal.credit_score < 500 };"#,
+                    ),
+                ],
+            ),
+            policy(
+                "rates",
+                "*.*.*.*.fintech",
+                &[(
+                    "rate",
+                    r#"permit(principal, action == Action::"quote", resource)
+                       when { context.rate.lessThan(decimal("0.5")) };"#,
+                )],
+            ),
+        ]
+    }
+
+    fn evaluate(fast_path: bool, action: &str, subject: Value, ctx: Value) -> Evaluation {
+        let config = Arc::new(EngineConfig {
+            fast_path,
+            ..EngineConfig::default()
+        });
+        compile(&policies(), &config, None)
+            .evaluate(&request(NS, action, subject, ctx))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The evaluation with the fast path on (checked against it off), and who decided.
+    fn both(action: &str, subject: Value, ctx: Value) -> (Normal, Vec<String>, Evaluator) {
+        let fast = evaluate(true, action, subject.clone(), ctx.clone());
+        let cedar = evaluate(false, action, subject, ctx);
+        assert_eq!(cedar.evaluator, Evaluator::Cedar);
+        let evaluator = fast.evaluator;
+        let got = normalize(&Ok(fast));
+        assert_eq!(got, normalize(&Ok(cedar)));
+        (got.0, got.1, evaluator)
+    }
+
+    #[test]
+    fn compiled_rules_decide_on_the_fast_path() {
+        let good = json!({"credit_score": 700});
+        let (verdict, _, by) = both("transfer", good.clone(), json!({"amount": 50}));
+        assert_eq!(verdict, Normal::Permit(vec!["limits@1.0.0#small".into()]));
+        assert_eq!(by, Evaluator::FastPath);
+        let (verdict, _, by) = both(
+            "transfer",
+            json!({"credit_score": 10}),
+            json!({"amount": 50}),
+        );
+        assert_eq!(verdict, Normal::Forbid(vec!["limits@1.0.0#credit".into()]));
+        assert_eq!(by, Evaluator::FastPath);
+        let (verdict, _, by) = both("transfer", good, json!({"amount": 500}));
+        assert_eq!(verdict, Normal::Default(DefaultDecision::Deny));
+        assert_eq!(by, Evaluator::FastPath);
+    }
+
+    #[test]
+    fn an_error_goes_to_cedar_which_names_it() {
+        // No credit score: Cedar's error, worded by Cedar, names the skipped rule.
+        let (verdict, rest, by) = both("transfer", json!({}), json!({"amount": 50}));
+        assert_eq!(by, Evaluator::Cedar);
+        assert_eq!(verdict, Normal::Permit(vec!["limits@1.0.0#small".into()]));
+        assert!(
+            rest.iter()
+                .any(|e| e.contains("limits@1.0.0#credit") && e.contains("credit_score")),
+            "{rest:?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_outside_the_subset_goes_to_cedar() {
+        // `decimal` is an extension function: the `quote` set stays on Cedar.
+        let (verdict, _, by) = both("quote", json!({"credit_score": 700}), json!({"rate": 0.25}));
+        assert_eq!(by, Evaluator::Cedar);
+        assert_eq!(verdict, Normal::Permit(vec!["rates@1.0.0#rate".into()]));
     }
 }

@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub namespace_defaults: BTreeMap<String, DefaultDecision>,
     /// A Cedar schema file (`.cedarschema` or JSON) to type-check policies against.
     pub cedar_schema: Option<PathBuf>,
+    /// Evaluate the rules in the subset the built-in evaluator implements without
+    /// calling Cedar (Cedar still decides every other case); `false` sends every
+    /// decision through Cedar.
+    pub fast_path: bool,
     /// The verifiable audit log.
     pub audit: AuditSettings,
     /// Quota and concurrency enforcement.
@@ -117,6 +121,7 @@ impl Default for ServerConfig {
             default_decision: DefaultDecision::Deny,
             namespace_defaults: BTreeMap::new(),
             cedar_schema: None,
+            fast_path: true,
             audit: AuditSettings::default(),
             quotas: QuotaSettings::default(),
             admission: AdmissionSettings::default(),
@@ -133,6 +138,7 @@ impl ServerConfig {
         EngineConfig {
             default_decision: self.default_decision,
             namespace_defaults: self.namespace_defaults.clone(),
+            fast_path: self.fast_path,
         }
     }
 }
