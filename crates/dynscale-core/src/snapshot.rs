@@ -776,12 +776,14 @@ fn build_entry(
                 .cedar
                 .iter()
                 .map(|rule| {
+                    let failed = |reason: String| CompileError {
+                        policy: label.to_string(),
+                        reason,
+                    };
+                    let json = rule.policy.to_json().map_err(|e| failed(e.to_string()))?;
                     Ok(EvalRule {
-                        cedar: as_evaluated(&rule.policy).map_err(|reason| CompileError {
-                            policy: label.to_string(),
-                            reason,
-                        })?,
-                        fast: fastpath::compile(&rule.policy).map(Arc::new),
+                        fast: fastpath::compile(&json).map(Arc::new),
+                        cedar: as_evaluated(&rule.policy, json).map_err(failed)?,
                     })
                 })
                 .collect::<Result<Arc<[_]>, _>>()?,
@@ -873,8 +875,12 @@ static NEXT_RULE_ID: AtomicU64 = AtomicU64::new(0);
 /// A rule as decisions evaluate it: a permit (a forbid is rewritten as a permit with
 /// the same conditions) under a short id unique in the process. Cedar clones and hashes
 /// each evaluated rule's id; up to 23 bytes it is stored inline, where the documents'
-/// `name@version#rule` ids are usually longer and reference-counted.
-fn as_evaluated(policy: &cedar_policy::Policy) -> Result<cedar_policy::Policy, String> {
+/// `name@version#rule` ids are usually longer and reference-counted. `json` is the
+/// policy's JSON form, which the rewrite of a forbid starts from.
+fn as_evaluated(
+    policy: &cedar_policy::Policy,
+    mut json: serde_json::Value,
+) -> Result<cedar_policy::Policy, String> {
     let id = PolicyId::new(format!(
         "r{:x}",
         NEXT_RULE_ID.fetch_add(1, Ordering::Relaxed)
@@ -882,7 +888,6 @@ fn as_evaluated(policy: &cedar_policy::Policy) -> Result<cedar_policy::Policy, S
     if policy.effect() == Effect::Permit {
         return Ok(policy.new_id(id));
     }
-    let mut json = policy.to_json().map_err(|e| e.to_string())?;
     if let Some(effect) = json.get_mut("effect") {
         *effect = serde_json::Value::String("permit".into());
     }

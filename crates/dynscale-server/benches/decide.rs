@@ -22,7 +22,7 @@ use dynscale_core::decision::{self, Decision};
 use dynscale_core::ids::SnapshotId;
 use dynscale_core::policy::{CheckedPolicy, check_document};
 use dynscale_core::request::ActionRequest;
-use dynscale_core::snapshot::{EngineConfig, Snapshot};
+use dynscale_core::snapshot::{EngineConfig, Evaluator, Snapshot};
 use dynscale_server::wire::EvaluationRequest;
 use serde_json::{Value, json};
 
@@ -148,12 +148,15 @@ fn check_all(
         .collect()
 }
 
-fn compile(policies: Vec<Arc<CheckedPolicy>>) -> BenchResult<Snapshot> {
+fn compile(policies: Vec<Arc<CheckedPolicy>>, fast_path: bool) -> BenchResult<Snapshot> {
     Ok(Snapshot::compile(
         SnapshotId(1),
         policies,
         None,
-        Arc::new(EngineConfig::default()),
+        Arc::new(EngineConfig {
+            fast_path,
+            ..EngineConfig::default()
+        }),
         None,
     )?)
 }
@@ -181,7 +184,7 @@ fn ten_policies(mode: Mode) -> BenchResult<()> {
             .map(|(i, t)| (format!("policy {i}"), (*t).to_owned())),
     )?;
     let raw = RawCedar::new(&policies)?;
-    let snapshot = compile(policies)?;
+    let snapshot = compile(policies, true)?;
     let controls = ControlState::default();
     let reqs = ten_policy_requests();
 
@@ -282,8 +285,10 @@ fn fleet(mode: Mode) -> BenchResult<()> {
     let checked_in = started.elapsed();
     let raw = RawCedar::new(&policies)?;
     let started = Instant::now();
-    let snapshot = compile(policies)?;
+    let snapshot = compile(policies.clone(), true)?;
     let compiled_in = started.elapsed();
+    // The same policies with every decision through Cedar's evaluator.
+    let cedar_only = compile(policies, false)?;
     let controls = ControlState::default();
     let reqs = fleet_requests(1_000.min(count), namespaces);
     println!(
@@ -295,14 +300,17 @@ fn fleet(mode: Mode) -> BenchResult<()> {
 
     // Every request must decide (no unknown namespace); show the mix of outcomes.
     let mut mix = std::collections::BTreeMap::<&str, usize>::new();
-    let mut evaluated = 0usize;
+    let (mut evaluated, mut on_fast_path) = (0usize, 0usize);
     for r in &reqs {
         let d = dynscale_decide(r, &snapshot, &controls)?;
         *mix.entry(d.outcome.as_str()).or_default() += 1;
         evaluated += d.policies.len();
+        let e = snapshot.evaluate(&build(&serde_json::from_slice(r)?)?)?;
+        on_fast_path += usize::from(e.evaluator == Evaluator::FastPath);
     }
     println!(
-        "outcomes over {} distinct requests: {mix:?}; {:.1} policies evaluated per decision",
+        "outcomes over {} distinct requests: {mix:?}; {:.1} policies evaluated per decision; \
+         {on_fast_path} decided on the fast path",
         reqs.len(),
         evaluated as f64 / reqs.len() as f64
     );
@@ -337,6 +345,14 @@ fn fleet(mode: Mode) -> BenchResult<()> {
         let start = Instant::now();
         let d = decision::decide(&snapshot, &controls, black_box(a))?;
         record(&mut eval_only, start.elapsed());
+        black_box(d);
+    }
+
+    let mut cedar_hist = histogram()?;
+    for r in reqs.iter().cycle().take(n / 4) {
+        let start = Instant::now();
+        let d = dynscale_decide(black_box(r), &cedar_only, &controls)?;
+        record(&mut cedar_hist, start.elapsed());
         black_box(d);
     }
 
@@ -388,6 +404,21 @@ fn fleet(mode: Mode) -> BenchResult<()> {
                 met: None,
             },
             Row::info("max, JSON → decision", fmt_ns(full.max() as f64)),
+            Row {
+                figure: "p50 / p99, JSON → decision, fast path off (every rule in Cedar)".into(),
+                value: format!(
+                    "{} / {}",
+                    quantile(&cedar_hist, 0.5),
+                    quantile(&cedar_hist, 0.99)
+                ),
+                baseline: "—".into(),
+                ratio: format!(
+                    "p99 {:.1}× the fast path's",
+                    cedar_hist.value_at_quantile(0.99) as f64 / p99 as f64
+                ),
+                target: "—".into(),
+                met: None,
+            },
             Row::info(
                 "p50 / p99 over requests of each request's fastest run",
                 format!("{} / {}", quantile(&floor, 0.5), quantile(&floor, 0.99)),

@@ -9,10 +9,10 @@ use crate::value::{Record, Uid, Val};
 /// Deeper expressions stay on Cedar; evaluation recurses as deep as the expression.
 const MAX_DEPTH: usize = 64;
 
-/// The rule's condition as a program, or `None` when some part of it is outside the
-/// subset the fast path implements.
-pub(crate) fn compile(policy: &cedar_policy::Policy) -> Option<Program> {
-    let json = policy.to_json().ok()?;
+/// The condition of a rule, given in Cedar's JSON form ([`cedar_policy::Policy::to_json`]),
+/// as a program, or `None` when some part of it is outside the subset the fast path
+/// implements.
+pub(crate) fn compile(json: &Value) -> Option<Program> {
     let mut parts = Vec::new();
     parts.extend(scope(json.get("principal")?, Var::Principal)?);
     parts.extend(action_scope(json.get("action")?)?);
