@@ -13,7 +13,7 @@ use crate::controls::ControlState;
 use crate::ids::SnapshotId;
 use crate::policy::RuleEffect;
 use crate::request::ActionRequest;
-use crate::snapshot::{DefaultDecision, EvalError, PolicyVerdict, RuleHit, Snapshot};
+use crate::snapshot::{DefaultDecision, EvalError, Evaluator, PolicyVerdict, RuleHit, Snapshot};
 
 /// The outcome of a decision (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,6 +83,9 @@ pub struct Decision {
     pub policies: Vec<Arc<str>>,
     pub snapshot: SnapshotId,
     pub effect: Option<DecisionEffect>,
+    /// Which evaluator decided the policies' part; `None` when a control decided
+    /// without evaluating them.
+    pub evaluator: Option<Evaluator>,
 }
 
 /// Decides one action under the given controls and snapshot.
@@ -99,6 +102,7 @@ pub fn decide(
         policies: Vec::new(),
         snapshot: snapshot.id(),
         effect: None,
+        evaluator: None,
     };
     if let Some(scope) = controls.kill_switch_for(&req.agent, req.pack.as_ref()) {
         return Ok(plain(Outcome::Deny, format!("kill switch: {scope}")));
@@ -193,5 +197,6 @@ pub fn decide(
         policies: eval.policies,
         snapshot: snapshot.id(),
         effect,
+        evaluator: Some(eval.evaluator),
     })
 }

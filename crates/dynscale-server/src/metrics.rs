@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 
 use dynscale_core::decision::Outcome;
 use dynscale_core::scale::{Level, Phase, ScaleMonitor};
+use dynscale_core::snapshot::Evaluator;
 
 const OUTCOMES: [Outcome; 6] = [
     Outcome::Allow,
@@ -47,6 +48,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EvaluatorLabels {
+    evaluator: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabels {
     rule: String,
 }
@@ -79,6 +85,7 @@ struct ClassLabels {
 pub struct Metrics {
     registry: Registry,
     decisions: Family<OutcomeLabels, Counter>,
+    evaluations: Family<EvaluatorLabels, Counter>,
     request_seconds: Family<ClassLabels, Histogram>,
     quota_throttles: Family<RuleLabels, Counter>,
     admission_rejections: Family<ClassLabels, Counter>,
@@ -107,6 +114,14 @@ impl Metrics {
             "decisions",
             "Decisions answered, by outcome (batch items counted one by one)",
             decisions.clone(),
+        );
+        let evaluations = Family::<EvaluatorLabels, Counter>::default();
+        registry.register(
+            "policy_evaluations",
+            "Policy evaluations of enforced decisions, by the evaluator that decided: \
+             fast_path, or cedar (rules outside the fast path's subset, or requests it \
+             stops on, such as evaluation errors)",
+            evaluations.clone(),
         );
         // 50 µs to about 13 s in factors of 2.
         let request_seconds = Family::<ClassLabels, Histogram>::new_with_constructor(|| {
@@ -167,6 +182,7 @@ impl Metrics {
         Metrics {
             registry,
             decisions,
+            evaluations,
             request_seconds,
             quota_throttles,
             admission_rejections,
@@ -190,6 +206,17 @@ impl Metrics {
             .unwrap_or("other");
         self.decisions
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one policy evaluation by the evaluator that decided.
+    pub fn evaluated(&self, evaluator: Evaluator) {
+        let evaluator = match evaluator {
+            Evaluator::FastPath => "fast_path",
+            Evaluator::Cedar => "cedar",
+        };
+        self.evaluations
+            .get_or_create(&EvaluatorLabels { evaluator })
             .inc();
     }
 

@@ -168,6 +168,9 @@ impl Node {
                 }
             };
             let took = evaluating.elapsed();
+            if let Some(evaluator) = d.evaluator {
+                self.metrics.evaluated(evaluator);
+            }
             let policy_outcome = d.outcome;
             let mut lease_id = None;
             let mut retry_after = None;

@@ -825,6 +825,15 @@ async fn quotas_throttle_with_retry_after_and_leases_hold_until_released() {
         sample(&metrics, "dynscale_decisions_total{outcome=\"throttle\"}"),
         2.0
     );
+    // Every decision's policies were evaluated, all on the fast path.
+    assert_eq!(
+        sample(
+            &metrics,
+            "dynscale_policy_evaluations_total{evaluator=\"fast_path\"}"
+        ),
+        6.0,
+        "{metrics}"
+    );
     assert_eq!(
         sample(
             &metrics,
