@@ -30,7 +30,8 @@ pub enum ApiError {
     /// A policy document failed validation; nothing was stored.
     #[error("policy document rejected with {} error(s)", errors.len())]
     Validation { errors: Vec<Diagnostic> },
-    /// The namespace's root is not known to this node.
+    /// The namespace's root is not known to this node, or the request's values could
+    /// not be given to Cedar.
     #[error(transparent)]
     Eval(#[from] EvalError),
     #[error("{what} not found")]
@@ -129,7 +130,10 @@ impl ApiError {
             ApiError::InvalidField { .. } => ("invalid-field", "Invalid request field"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
             ApiError::Validation { .. } => ("validation", "Policy document rejected"),
-            ApiError::Eval(_) => ("unknown-namespace", "Unknown namespace"),
+            ApiError::Eval(EvalError::UnknownNamespace { .. }) => {
+                ("unknown-namespace", "Unknown namespace")
+            }
+            ApiError::Eval(EvalError::Cedar(_)) => ("evaluation", "Request not evaluable"),
             ApiError::NotFound { .. } | ApiError::Missing { .. } => ("not-found", "Not found"),
             ApiError::Conflict { .. } => ("conflict", "Conflict"),
             ApiError::Unavailable { .. } => ("unavailable", "Service unavailable"),
@@ -147,7 +151,7 @@ impl ApiError {
         };
         let field = match self {
             ApiError::InvalidField { field, .. } => Some(field.clone()),
-            ApiError::Eval(_) => Some("context.namespace".into()),
+            ApiError::Eval(EvalError::UnknownNamespace { .. }) => Some("context.namespace".into()),
             _ => None,
         };
         let errors = match self {
