@@ -50,6 +50,7 @@ fn main() -> BenchResult<()> {
     let fleet = fleet_policies(count, count / 10);
     let policies = check(&fleet, 0)?;
     let checked_in = started.elapsed();
+    let rss_checked = status_kb("VmRSS")? * 1024;
     let scopes: HashSet<&str> = fleet.iter().map(|p| p.scope.as_str()).collect();
     let started = Instant::now();
     let config = Arc::new(EngineConfig::default());
@@ -96,6 +97,14 @@ fn main() -> BenchResult<()> {
                 met: Some(rss < RSS_TARGET_BYTES),
             },
             Row::info("peak resident memory (VmHWM)", mib(hwm)),
+            Row::info(
+                "of which the checked documents (VmRSS before compiling) / the snapshot",
+                format!(
+                    "{} / {}",
+                    mib(rss_checked),
+                    mib(rss.saturating_sub(rss_checked))
+                ),
+            ),
             Row::info(
                 "setup: check (Cedar parse) / compile all",
                 format!("{checked_in:.1?} / {compiled_in:.1?}"),
