@@ -1,5 +1,6 @@
-//! Arbitrary bytes as a decision request body: decoding, building the Cedar request
-//! and deciding against the example policies must never panic.
+//! Arbitrary bytes as a decision request body: decoding, building the request and
+//! deciding against the example policies must never panic, and the decision must be
+//! the same with the fast path on as with every rule evaluated by Cedar.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -36,9 +37,12 @@ const POLICIES: [(&str, &str); 5] = [
     ),
 ];
 
-fn snapshot() -> &'static Snapshot {
-    static SNAPSHOT: OnceLock<Snapshot> = OnceLock::new();
-    SNAPSHOT.get_or_init(|| {
+/// The example policies compiled with the fast path on (`true`) and off.
+fn snapshot(fast_path: bool) -> &'static Snapshot {
+    static FAST: OnceLock<Snapshot> = OnceLock::new();
+    static CEDAR: OnceLock<Snapshot> = OnceLock::new();
+    let cell = if fast_path { &FAST } else { &CEDAR };
+    cell.get_or_init(|| {
         let in_force = POLICIES
             .iter()
             .map(|(origin, text)| match check_document(origin, text, None) {
@@ -50,7 +54,10 @@ fn snapshot() -> &'static Snapshot {
             SnapshotId(1),
             in_force,
             None,
-            Arc::new(EngineConfig::default()),
+            Arc::new(EngineConfig {
+                fast_path,
+                ..EngineConfig::default()
+            }),
             None,
         )
         .unwrap_or_else(|e| panic!("example policies do not compile: {e}"))
@@ -63,7 +70,6 @@ fn controls() -> &'static ControlState {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let snapshot = snapshot();
     let Ok(req) = decode::<EvaluationRequest>(data) else {
         return;
     };
@@ -71,5 +77,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(action) = ActionRequest::build(&input, None) else {
         return;
     };
-    let _ = decide(snapshot, controls(), &action);
+    let decided = |fast_path| {
+        decide(snapshot(fast_path), controls(), &action).map(|mut d| {
+            // Which evaluator decided differs by design; Cedar reports errors in no
+            // particular order.
+            d.evaluator = None;
+            d.errors.sort();
+            d
+        })
+    };
+    let (fast, cedar) = (decided(true), decided(false));
+    match (&fast, &cedar) {
+        (Ok(f), Ok(c)) => assert_eq!(f, c, "fast path and Cedar disagree"),
+        (Err(f), Err(c)) => assert_eq!(f.to_string(), c.to_string()),
+        _ => panic!("fast path {fast:?}, Cedar {cedar:?}"),
+    }
 });

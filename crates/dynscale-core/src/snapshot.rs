@@ -765,7 +765,6 @@ fn build_entry(
     let mut any: Vec<Item> = Vec::new();
     let mut specific: HashMap<String, Vec<Item>> = HashMap::new();
     for p in &members {
-        let label: Arc<str> = Arc::from(p.version_ref().to_string());
         let reused = previous.and_then(|prev| {
             let i = prev.members.iter().position(|m| Arc::ptr_eq(m, p))?;
             prev.rewritten.get(i).cloned()
@@ -777,7 +776,7 @@ fn build_entry(
                 .iter()
                 .map(|rule| {
                     let failed = |reason: String| CompileError {
-                        policy: label.to_string(),
+                        policy: p.version_ref().to_string(),
                         reason,
                     };
                     let json = rule.policy.to_json().map_err(|e| failed(e.to_string()))?;
@@ -789,10 +788,9 @@ fn build_entry(
                 .collect::<Result<Arc<[_]>, _>>()?,
         };
         rewritten.push(rules);
-        let rules = rewritten
-            .last()
-            .map(Arc::clone)
-            .unwrap_or_else(|| Arc::new([]));
+    }
+    for (p, rules) in members.iter().zip(&rewritten) {
+        let label: Arc<str> = Arc::from(p.version_ref().to_string());
         for (rule, evaluated) in p.cedar.iter().zip(rules.iter()) {
             let kind = if rule.is_advisory() {
                 Kind::Advisory
@@ -809,17 +807,6 @@ fn build_entry(
                 kind,
             });
             meta.insert(evaluated.cedar.id().clone(), Arc::clone(&m));
-        }
-    }
-    for (p, rules) in members.iter().zip(&rewritten) {
-        for (rule, evaluated) in p.cedar.iter().zip(rules.iter()) {
-            let m = meta
-                .get(evaluated.cedar.id())
-                .map(Arc::clone)
-                .ok_or_else(|| CompileError {
-                    policy: p.version_ref().to_string(),
-                    reason: format!("rule `{}` has no metadata", rule.rule),
-                })?;
             match action_keys(rule) {
                 None => any.push((evaluated, m)),
                 Some(keys) => {
