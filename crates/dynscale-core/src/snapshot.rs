@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use cedar_policy::{ActionConstraint, AuthorizationError, Authorizer, Effect, PolicyId, PolicySet};
 use serde::{Deserialize, Serialize};
@@ -139,30 +139,89 @@ struct RuleMeta {
     kind: Kind,
 }
 
-/// The Cedar rules to evaluate for one action (or for any action) in one scope.
+impl RuleMeta {
+    /// The metadata of `rule` of the policy version `label`.
+    fn of(rule: &CedarRule, label: &Arc<str>) -> Self {
+        let kind = if rule.is_advisory() {
+            Kind::Advisory
+        } else if rule.policy.effect() == Effect::Forbid {
+            Kind::Forbid
+        } else {
+            Kind::Permit
+        };
+        Self {
+            source: rule.policy.id().clone(),
+            policy: Arc::clone(label),
+            rule: rule.rule.clone(),
+            effect: rule.effect,
+            kind,
+        }
+    }
+}
+
+/// The rules to evaluate for one action (or for any action) in one scope.
 ///
-/// Every rule is in one set, forbids rewritten as permits with the same conditions,
-/// each under a short id (see [`as_evaluated`]): a single Cedar call then reports
-/// every satisfied rule (Cedar reports only the deciding side's rules), and
-/// [`RuleMeta`] says which were forbids, permits or advisories.
+/// For Cedar, every rule is in one set, forbids rewritten as permits with the same
+/// conditions, each under a short id (see [`as_evaluated`]): a single Cedar call then
+/// reports every satisfied rule (Cedar reports only the deciding side's rules), and
+/// [`RuleMeta`] says which were forbids, permits or advisories. The Cedar set is built
+/// when a decision first needs it: a set whose rules are all on the fast path may
+/// never need it, and holds no copy of its rules in Cedar's form until then.
 #[derive(Debug, Default)]
 struct Sets {
-    rules: PolicySet,
-    /// The same rules on the fast path, when every one of them compiled to it.
-    fast: Option<Box<[FastRule]>>,
+    rules: Box<[Arc<EvalRule>]>,
+    /// Whether every rule has a fast-path program.
+    fast: bool,
+    cedar: OnceLock<Result<PolicySet, String>>,
     /// `name@version` of the policies the rules come from, sorted, no duplicates.
     policies: Vec<Arc<str>>,
 }
 
-/// A rule on the fast path, with what its hit reports.
-type FastRule = (Arc<Program>, Arc<RuleMeta>);
+impl Sets {
+    /// The rules as one Cedar set, built on first use.
+    fn cedar(&self) -> Result<&PolicySet, EvalError> {
+        self.cedar
+            .get_or_init(|| {
+                let mut set = PolicySet::new();
+                for rule in &self.rules {
+                    set.add(rule.cedar()?.clone()).map_err(|e| e.to_string())?;
+                }
+                Ok(set)
+            })
+            .as_ref()
+            .map_err(|e| EvalError::Cedar(e.clone()))
+    }
+}
 
-/// A rule as decisions evaluate it: in Cedar (see [`as_evaluated`]) and, when it is in
-/// the subset the fast path implements, as a fast-path program.
+/// A rule as decisions evaluate it: as a fast-path program when it is in the subset
+/// the fast path implements, and in Cedar (see [`as_evaluated`]), rewritten on first
+/// use.
 #[derive(Debug)]
 struct EvalRule {
-    cedar: cedar_policy::Policy,
-    fast: Option<Arc<Program>>,
+    /// The policy version the rule belongs to, and the rule's place among its rules.
+    member: Arc<CheckedPolicy>,
+    index: usize,
+    /// The short id the rule has in Cedar sets.
+    id: PolicyId,
+    meta: Arc<RuleMeta>,
+    fast: Option<Program>,
+    cedar: OnceLock<Result<cedar_policy::Policy, String>>,
+}
+
+impl EvalRule {
+    /// The rule as Cedar evaluates it.
+    fn cedar(&self) -> Result<&cedar_policy::Policy, String> {
+        self.cedar
+            .get_or_init(|| {
+                let rule =
+                    self.member.cedar.get(self.index).ok_or_else(|| {
+                        format!("{} has no rule {}", self.meta.policy, self.index)
+                    })?;
+                as_evaluated(&rule.policy, self.id.clone())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 #[derive(Debug)]
@@ -171,8 +230,8 @@ struct ScopeEntry {
     /// to reuse the entry.
     members: Vec<Arc<CheckedPolicy>>,
     /// Each member's rules as evaluated, in member order, so a rebuild of the entry
-    /// reuses the rewrites and programs of unchanged members.
-    rewritten: Vec<Arc<[EvalRule]>>,
+    /// reuses the programs and rewrites of unchanged members.
+    rewritten: Vec<Arc<[Arc<EvalRule>]>>,
     any: Sets,
     by_action: FastMap<String, Sets>,
     meta: FastMap<PolicyId, Arc<RuleMeta>>,
@@ -253,7 +312,9 @@ fn set_entry(node: &mut Arc<Node>, segments: &[Option<&str>], entry: Option<Arc<
 #[derive(Debug)]
 struct Merged {
     entries: Vec<Arc<ScopeEntry>>,
-    sets: Sets,
+    rules: PolicySet,
+    /// `name@version` of the policies the rules come from, sorted, no duplicates.
+    policies: Vec<Arc<str>>,
 }
 
 /// Most merged sets a snapshot lineage keeps; past it the cache starts over. Bounds
@@ -269,7 +330,7 @@ struct MergedCache {
 }
 
 impl MergedCache {
-    fn get_or_build(&self, chosen: &[(&Arc<ScopeEntry>, &Sets)]) -> Result<Arc<Merged>, String> {
+    fn get_or_build(&self, chosen: &[(&Arc<ScopeEntry>, &Sets)]) -> Result<Arc<Merged>, EvalError> {
         let address = |(_, s): &(&Arc<ScopeEntry>, &Sets)| std::ptr::from_ref::<Sets>(s) as usize;
         // The key on the stack for the usual few scopes: a hit allocates nothing.
         let mut inline = [0usize; 8];
@@ -294,8 +355,10 @@ impl MergedCache {
         let mut rules = PolicySet::new();
         let mut policies = Vec::new();
         for (_, sets) in chosen {
-            for p in sets.rules.policies() {
-                rules.add(p.clone()).map_err(|e| e.to_string())?;
+            for p in sets.cedar()?.policies() {
+                rules
+                    .add(p.clone())
+                    .map_err(|e| EvalError::Cedar(e.to_string()))?;
             }
             policies.extend(sets.policies.iter().cloned());
         }
@@ -303,11 +366,8 @@ impl MergedCache {
         policies.dedup();
         let merged = Arc::new(Merged {
             entries: chosen.iter().map(|(e, _)| Arc::clone(e)).collect(),
-            sets: Sets {
-                rules,
-                fast: None,
-                policies,
-            },
+            rules,
+            policies,
         });
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MERGED_LIMIT {
@@ -575,13 +635,13 @@ impl Snapshot {
             return Ok(evaluation);
         }
         let merged;
-        let sets = match chosen.as_slice() {
-            [] => None,
-            [(_, s)] => Some(*s),
+        let (rules, policies) = match chosen.as_slice() {
+            [] => return Ok(Hits::default().finish(default, Evaluator::Cedar)),
+            [(_, s)] => (s.cedar()?, &s.policies),
             _ => match self.merged.get_or_build(&chosen) {
                 Ok(m) => {
                     merged = m;
-                    Some(&merged.sets)
+                    (&merged.rules, &merged.policies)
                 }
                 // Rules of different policies have different ids, so merging cannot
                 // fail; should it, evaluating scope by scope gives the same result.
@@ -589,10 +649,8 @@ impl Snapshot {
             },
         };
         let mut hits = Hits::default();
-        if let Some(sets) = sets {
-            hits.policies.extend(sets.policies.iter().cloned());
-            hits.add(&self.authorizer, req, &sets.rules, &chosen)?;
-        }
+        hits.policies.extend(policies.iter().cloned());
+        hits.add(&self.authorizer, req, rules, &chosen)?;
         Ok(hits.finish(default, Evaluator::Cedar))
     }
 
@@ -606,7 +664,7 @@ impl Snapshot {
         let mut hits = Hits::default();
         for (entry, sets) in chosen {
             hits.policies.extend(sets.policies.iter().cloned());
-            hits.add(&self.authorizer, req, &sets.rules, &[(entry, sets)])?;
+            hits.add(&self.authorizer, req, sets.cedar()?, &[(entry, sets)])?;
         }
         hits.policies.sort();
         hits.policies.dedup();
@@ -621,14 +679,14 @@ fn evaluate_fast(
     chosen: &[(&Arc<ScopeEntry>, &Sets)],
     default: DefaultDecision,
 ) -> Option<Evaluation> {
-    if !chosen.iter().all(|(_, s)| s.fast.is_some()) {
+    if !chosen.iter().all(|(_, s)| s.fast) {
         return None;
     }
     let mut hits = Hits::default();
     for (_, sets) in chosen {
-        for (program, meta) in sets.fast.as_deref().unwrap_or_default() {
-            if program.satisfied(&req.facts).ok()? {
-                hits.push(meta);
+        for rule in &sets.rules {
+            if rule.fast.as_ref()?.satisfied(&req.facts).ok()? {
+                hits.push(&rule.meta);
             }
         }
         hits.policies.extend(sets.policies.iter().cloned());
@@ -760,10 +818,8 @@ fn build_entry(
 ) -> Result<ScopeEntry, CompileError> {
     let mut meta = FastMap::default();
     let mut rewritten = Vec::with_capacity(members.len());
-    // (rule as evaluated, its metadata) for any-action and per-action rules.
-    type Item<'a> = (&'a EvalRule, Arc<RuleMeta>);
-    let mut any: Vec<Item> = Vec::new();
-    let mut specific: HashMap<String, Vec<Item>> = HashMap::new();
+    let mut any: Vec<&Arc<EvalRule>> = Vec::new();
+    let mut specific: HashMap<String, Vec<&Arc<EvalRule>>> = HashMap::new();
     for p in &members {
         let reused = previous.and_then(|prev| {
             let i = prev.members.iter().position(|m| Arc::ptr_eq(m, p))?;
@@ -771,81 +827,64 @@ fn build_entry(
         });
         let rules = match reused {
             Some(r) => r,
-            None => p
-                .cedar
-                .iter()
-                .map(|rule| {
-                    let failed = |reason: String| CompileError {
-                        policy: p.version_ref().to_string(),
-                        reason,
-                    };
-                    let json = rule.policy.to_json().map_err(|e| failed(e.to_string()))?;
-                    Ok(EvalRule {
-                        fast: fastpath::compile(&json).map(Arc::new),
-                        cedar: as_evaluated(&rule.policy, json).map_err(failed)?,
+            None => {
+                let label: Arc<str> = Arc::from(p.version_ref().to_string());
+                p.cedar
+                    .iter()
+                    .enumerate()
+                    .map(|(index, rule)| {
+                        let json = rule.policy.to_json().map_err(|e| CompileError {
+                            policy: label.to_string(),
+                            reason: e.to_string(),
+                        })?;
+                        Ok(Arc::new(EvalRule {
+                            member: Arc::clone(p),
+                            index,
+                            id: PolicyId::new(format!(
+                                "r{:x}",
+                                NEXT_RULE_ID.fetch_add(1, Ordering::Relaxed)
+                            )),
+                            meta: Arc::new(RuleMeta::of(rule, &label)),
+                            fast: fastpath::compile(&json),
+                            cedar: OnceLock::new(),
+                        }))
                     })
-                })
-                .collect::<Result<Arc<[_]>, _>>()?,
+                    .collect::<Result<Arc<[_]>, _>>()?
+            }
         };
         rewritten.push(rules);
     }
-    for (p, rules) in members.iter().zip(&rewritten) {
-        let label: Arc<str> = Arc::from(p.version_ref().to_string());
-        for (rule, evaluated) in p.cedar.iter().zip(rules.iter()) {
-            let kind = if rule.is_advisory() {
-                Kind::Advisory
-            } else if rule.policy.effect() == Effect::Forbid {
-                Kind::Forbid
-            } else {
-                Kind::Permit
-            };
-            let m = Arc::new(RuleMeta {
-                source: rule.policy.id().clone(),
-                policy: Arc::clone(&label),
-                rule: rule.rule.clone(),
-                effect: rule.effect,
-                kind,
-            });
-            meta.insert(evaluated.cedar.id().clone(), Arc::clone(&m));
-            match action_keys(rule) {
-                None => any.push((evaluated, m)),
+    for rules in &rewritten {
+        for rule in rules.iter() {
+            meta.insert(rule.id.clone(), Arc::clone(&rule.meta));
+            match rule.member.cedar.get(rule.index).and_then(action_keys) {
+                None => any.push(rule),
                 Some(keys) => {
                     for k in keys {
-                        specific
-                            .entry(k)
-                            .or_default()
-                            .push((evaluated, Arc::clone(&m)));
+                        specific.entry(k).or_default().push(rule);
                     }
                 }
             }
         }
     }
-    let build = |items: &mut dyn Iterator<Item = &Item>| {
-        let mut sets = Sets::default();
-        let mut fast = Some(Vec::new());
-        for (rule, m) in items {
-            sets.rules
-                .add(rule.cedar.clone())
-                .map_err(|e| CompileError {
-                    policy: m.policy.to_string(),
-                    reason: e.to_string(),
-                })?;
-            sets.policies.push(Arc::clone(&m.policy));
-            fast = fast.zip(rule.fast.as_ref()).map(|(mut v, program)| {
-                v.push((Arc::clone(program), Arc::clone(m)));
-                v
-            });
+    let build = |items: &mut dyn Iterator<Item = &&Arc<EvalRule>>| {
+        let rules: Box<[Arc<EvalRule>]> = items.map(|r| Arc::clone(*r)).collect();
+        let mut policies: Vec<Arc<str>> =
+            rules.iter().map(|r| Arc::clone(&r.meta.policy)).collect();
+        policies.sort();
+        policies.dedup();
+        Sets {
+            fast: rules.iter().all(|r| r.fast.is_some()),
+            rules,
+            cedar: OnceLock::new(),
+            policies,
         }
-        sets.fast = fast.map(Vec::into_boxed_slice);
-        sets.policies.sort();
-        sets.policies.dedup();
-        Ok::<_, CompileError>(sets)
     };
     let by_action = specific
         .iter()
-        .map(|(k, items)| Ok((k.clone(), build(&mut any.iter().chain(items.iter()))?)))
-        .collect::<Result<FastMap<_, _>, CompileError>>()?;
-    let any = build(&mut any.iter())?;
+        .map(|(k, items)| (k.clone(), build(&mut any.iter().chain(items.iter()))))
+        .collect();
+    let any = build(&mut any.iter());
     Ok(ScopeEntry {
         rewritten,
         any,
@@ -855,26 +894,23 @@ fn build_entry(
     })
 }
 
-/// The next id of [`as_evaluated`]; ids are never reused within the process, so the
-/// rules of any scopes merged into one set have distinct ids.
+/// The next short id of an evaluated rule; ids are never reused within the process,
+/// so the rules of any scopes merged into one set have distinct ids.
 static NEXT_RULE_ID: AtomicU64 = AtomicU64::new(0);
 
-/// A rule as decisions evaluate it: a permit (a forbid is rewritten as a permit with
-/// the same conditions) under a short id unique in the process. Cedar clones and hashes
-/// each evaluated rule's id; up to 23 bytes it is stored inline, where the documents'
-/// `name@version#rule` ids are usually longer and reference-counted. `json` is the
-/// policy's JSON form, which the rewrite of a forbid starts from.
+/// A rule as Cedar evaluates it: a permit (a forbid is rewritten as a permit with the
+/// same conditions) under `id`, a short id unique in the process (see `NEXT_RULE_ID`).
+/// Cedar clones and hashes each evaluated rule's id; up to 23 bytes it is stored
+/// inline, where the documents' `name@version#rule` ids are usually longer and
+/// reference-counted.
 fn as_evaluated(
     policy: &cedar_policy::Policy,
-    mut json: serde_json::Value,
+    id: PolicyId,
 ) -> Result<cedar_policy::Policy, String> {
-    let id = PolicyId::new(format!(
-        "r{:x}",
-        NEXT_RULE_ID.fetch_add(1, Ordering::Relaxed)
-    ));
     if policy.effect() == Effect::Permit {
         return Ok(policy.new_id(id));
     }
+    let mut json = policy.to_json().map_err(|e| e.to_string())?;
     if let Some(effect) = json.get_mut("effect") {
         *effect = serde_json::Value::String("permit".into());
     }
