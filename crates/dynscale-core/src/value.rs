@@ -26,8 +26,9 @@ impl Uid {
     }
 }
 
-/// A Cedar value.
-#[derive(Debug, Clone, PartialEq)]
+/// A Cedar value. It has no `PartialEq`: Cedar's equality (sets as sets, decimals by
+/// value) is the fast path's `equal`.
+#[derive(Debug, Clone)]
 pub(crate) enum Val {
     Bool(bool),
     Long(i64),
@@ -43,7 +44,7 @@ pub(crate) enum Val {
 }
 
 /// A record: fields sorted by name, names unique.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Record(Box<[(Box<str>, Val)]>);
 
 impl Record {
