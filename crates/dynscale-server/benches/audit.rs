@@ -605,14 +605,17 @@ struct LogRun {
     cpu: Cpu,
 }
 
-/// CPU time (user + system) in seconds of the whole process and of the audit writer
-/// thread, from `/proc` (Linux; zero elsewhere). It tells whether a run was bound by
-/// the disk or by the processor. Clock ticks are USER_HZ, 100 per second on Linux.
+/// CPU time (user + system) in seconds of the whole process and of the audit log's
+/// threads, from `/proc` (Linux; zero elsewhere). It tells whether a run was bound by
+/// the disk or by the processor, and which thread was busy. Clock ticks are USER_HZ,
+/// 100 per second on Linux.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
     process: f64,
     writer_user: f64,
     writer_system: f64,
+    publisher: f64,
+    sync: f64,
 }
 
 impl Cpu {
@@ -632,26 +635,28 @@ impl Cpu {
                 .and_then(|s| seconds(&s))
                 .unwrap_or_default()
         };
-        let (mut writer_user, mut writer_system) = (0.0, 0.0);
+        let mut cpu = Cpu::default();
         for task in fs::read_dir("/proc/self/task")
             .into_iter()
             .flatten()
             .flatten()
         {
-            // The kernel keeps 15 bytes of the thread name "dynscale-audit-writer".
+            // The thread names the audit log gives its threads.
             let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.starts_with("dynscale-audit") {
-                let (user, system) = read(task.path().join("stat"));
-                writer_user += user;
-                writer_system += system;
+            let (user, system) = read(task.path().join("stat"));
+            match comm.trim_end() {
+                "audit-writer" => {
+                    cpu.writer_user += user;
+                    cpu.writer_system += system;
+                }
+                "audit-publish" => cpu.publisher += user + system,
+                "audit-sync" => cpu.sync += user + system,
+                _ => {}
             }
         }
         let (user, system) = read(PathBuf::from("/proc/self/stat"));
-        Cpu {
-            process: user + system,
-            writer_user,
-            writer_system,
-        }
+        cpu.process = user + system;
+        cpu
     }
 
     fn since(self, before: Cpu) -> Cpu {
@@ -659,27 +664,37 @@ impl Cpu {
             process: self.process - before.process,
             writer_user: self.writer_user - before.writer_user,
             writer_system: self.writer_system - before.writer_system,
+            publisher: self.publisher - before.publisher,
+            sync: self.sync - before.sync,
         }
     }
 
-    /// As cores busy over `elapsed`: process, writer thread user, writer thread system.
-    fn cores(self, elapsed: Duration) -> [f64; 3] {
+    /// As cores busy over `elapsed`: process, writer thread user, writer thread system,
+    /// publisher thread, sync thread.
+    fn cores(self, elapsed: Duration) -> [f64; 5] {
         let secs = elapsed.as_secs_f64();
         [
             self.process / secs,
             self.writer_user / secs,
             self.writer_system / secs,
+            self.publisher / secs,
+            self.sync / secs,
         ]
     }
 }
 
-/// Medians of per-run core counts, as `process / writer (user + system)`.
-fn fmt_cores(runs: &[[f64; 3]]) -> String {
+/// What `fmt_cores` prints.
+const CORES: &str = "process / writer thread (user + system) / publisher / sync thread";
+
+/// Medians of per-run core counts, in the order of [`CORES`].
+fn fmt_cores(runs: &[[f64; 5]]) -> String {
     let column = |i: usize| median(&mut runs.iter().map(|r| r[i]).collect::<Vec<_>>());
     let (process, user, system) = (column(0), column(1), column(2));
     format!(
-        "{process:.2} / {:.2} ({user:.2} user + {system:.2} system)",
-        user + system
+        "{process:.2} / {:.2} ({user:.2} + {system:.2}) / {:.2} / {:.2}",
+        user + system,
+        column(3),
+        column(4)
     )
 }
 
@@ -803,7 +818,7 @@ struct ModeRuns {
     /// from its entries per fsync (`batch`).
     raw_at_write: Vec<f64>,
     /// Cores busy during the log runs (see `Cpu::cores`).
-    cores: Vec<[f64; 3]>,
+    cores: Vec<[f64; 5]>,
     /// Log rate ÷ raw rate of each round (the two run back to back).
     ratios: Vec<f64>,
 }
@@ -881,7 +896,7 @@ impl ModeRuns {
                 format!("{per_fsync:.0} / {per_write:.0}"),
             ),
             Row::info(
-                format!("cores busy in the log run, process / writer thread, `{name}`"),
+                format!("cores busy in the log run, {CORES}, `{name}`"),
                 fmt_cores(&self.cores),
             ),
             Row::info(
@@ -1471,7 +1486,7 @@ async fn decide_run(
     requests: &Arc<Vec<EvaluationRequest>>,
     logged: bool,
     secs: f64,
-) -> BenchResult<(f64, [f64; 3])> {
+) -> BenchResult<(f64, [f64; 5])> {
     let stop = Arc::new(AtomicBool::new(false));
     let cpu = Cpu::now();
     let start = Instant::now();
@@ -1571,8 +1586,8 @@ async fn decision_throughput(plan: &Plan, dir: &Path) -> BenchResult<()> {
             ),
             Row::info("range over runs, on", on_spread),
             Row::info("range over runs, off", off_spread),
-            Row::info("cores busy, on: process / writer thread", on_cores),
-            Row::info("cores busy, off: process / writer thread", off_cores),
+            Row::info(format!("cores busy, on: {CORES}"), on_cores),
+            Row::info(format!("cores busy, off: {CORES}"), off_cores),
             Row::info("entries logged in the run", logged.to_string()),
             Row::info("outcomes of the 1 000 distinct requests", mix),
         ],

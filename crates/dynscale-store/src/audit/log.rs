@@ -81,6 +81,9 @@ pub(crate) struct Shared {
     pub(crate) max_bytes: AtomicU64,
     /// Bytes in the audit directory, as the log accounts them.
     pub(crate) used_bytes: AtomicU64,
+    /// Entries of sealed segments whose key index file is not written yet: its bytes
+    /// are still to come under the byte cap.
+    pub(crate) unindexed: AtomicU64,
     /// Woken when the writer frees queue slots.
     pub(crate) space: Notify,
     pub(crate) poisoned: Mutex<Option<PoisonInfo>>,
@@ -188,6 +191,7 @@ impl AuditLog {
             full: AtomicBool::new(false),
             max_bytes: AtomicU64::new(config.max_bytes.unwrap_or(u64::MAX)),
             used_bytes: AtomicU64::new(used_bytes),
+            unindexed: AtomicU64::new(0),
             space: Notify::new(),
             poisoned: Mutex::new(None),
         });
@@ -205,9 +209,10 @@ impl AuditLog {
             start,
             latest.map(|c| c.checkpoint.size()),
             retention.as_ref().map(retention::Handle::poker),
-        );
+        )
+        .map_err(|e| AuditError::io("spawn publisher thread", &config.dir, e))?;
         let writer = std::thread::Builder::new()
-            .name("dynscale-audit-writer".into())
+            .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| AuditError::io("spawn writer thread", &config.dir, e))?;
         let log = AuditLog {
