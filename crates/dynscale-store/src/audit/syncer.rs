@@ -5,9 +5,9 @@
 //! fsync share the next one. In `sync` mode the writer fsyncs each group itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use super::disk::SyncFile;
@@ -83,18 +83,13 @@ fn run(rx: &Receiver<SyncJob>, shared: &Shared, durable: &AtomicU64) {
         jobs.extend(rx.try_iter());
         let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
         // Jobs queued while an fsync ran may be covered by it already.
-        if upto > durable.load(Ordering::SeqCst) {
-            let poisoned = shared
-                .poisoned
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some();
-            if !poisoned {
-                match sync(&jobs) {
-                    Ok(()) => {
-                        durable.fetch_max(upto, Ordering::SeqCst);
-                    }
-                    Err(info) => poison(shared, &info),
+        if upto > durable.load(Ordering::SeqCst) && shared.poisoned.get().is_none() {
+            match sync(&jobs) {
+                Ok(()) => {
+                    durable.fetch_max(upto, Ordering::SeqCst);
+                }
+                Err(info) => {
+                    shared.poisoned.set(info);
                 }
             }
         }
@@ -119,16 +114,4 @@ fn sync(jobs: &[SyncJob]) -> Result<(), PoisonInfo> {
         last = Some(job.segment);
     }
     Ok(())
-}
-
-/// Records a failed fsync as the log's poison, unless something poisoned it first.
-pub(crate) fn poison(shared: &Shared, info: &PoisonInfo) {
-    let mut slot = shared
-        .poisoned
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if slot.is_none() {
-        tracing::error!(error = %info.error(), "audit log stopped taking entries");
-        *slot = Some(info.clone());
-    }
 }

@@ -443,12 +443,7 @@ impl Writer {
     /// Picks up a poisoning by the sync thread.
     fn take_poison(&mut self) {
         if self.poisoned.is_none() {
-            self.poisoned = self
-                .shared
-                .poisoned
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            self.poisoned = self.shared.poisoned.get();
         }
     }
 
@@ -616,17 +611,11 @@ impl Writer {
     }
 
     fn poison(&mut self, op: &'static str, kind: io::ErrorKind) -> Failure {
-        let info = PoisonInfo {
+        let info = self.shared.poisoned.set(PoisonInfo {
             op,
             path: self.active_path.clone(),
             kind,
-        };
-        tracing::error!(error = %info.error(), "audit log stopped taking entries");
-        *self
-            .shared
-            .poisoned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(info.clone());
+        });
         self.poisoned = Some(info.clone());
         Failure::Poisoned(info)
     }
