@@ -616,6 +616,7 @@ struct Cpu {
     writer_system: f64,
     publisher: f64,
     sync: f64,
+    tiles: f64,
 }
 
 impl Cpu {
@@ -651,6 +652,7 @@ impl Cpu {
                 }
                 "audit-publish" => cpu.publisher += user + system,
                 "audit-sync" => cpu.sync += user + system,
+                "audit-tiles" => cpu.tiles += user + system,
                 _ => {}
             }
         }
@@ -666,12 +668,13 @@ impl Cpu {
             writer_system: self.writer_system - before.writer_system,
             publisher: self.publisher - before.publisher,
             sync: self.sync - before.sync,
+            tiles: self.tiles - before.tiles,
         }
     }
 
     /// As cores busy over `elapsed`: process, writer thread user, writer thread system,
-    /// publisher thread, sync thread.
-    fn cores(self, elapsed: Duration) -> [f64; 5] {
+    /// publisher thread, sync thread, tile thread.
+    fn cores(self, elapsed: Duration) -> [f64; 6] {
         let secs = elapsed.as_secs_f64();
         [
             self.process / secs,
@@ -679,22 +682,25 @@ impl Cpu {
             self.writer_system / secs,
             self.publisher / secs,
             self.sync / secs,
+            self.tiles / secs,
         ]
     }
 }
 
 /// What `fmt_cores` prints.
-const CORES: &str = "process / writer thread (user + system) / publisher / sync thread";
+const CORES: &str =
+    "process / writer thread (user + system) / publisher / sync thread / tile thread";
 
 /// Medians of per-run core counts, in the order of [`CORES`].
-fn fmt_cores(runs: &[[f64; 5]]) -> String {
+fn fmt_cores(runs: &[[f64; 6]]) -> String {
     let column = |i: usize| median(&mut runs.iter().map(|r| r[i]).collect::<Vec<_>>());
     let (process, user, system) = (column(0), column(1), column(2));
     format!(
-        "{process:.2} / {:.2} ({user:.2} + {system:.2}) / {:.2} / {:.2}",
+        "{process:.2} / {:.2} ({user:.2} + {system:.2}) / {:.2} / {:.2} / {:.2}",
         user + system,
         column(3),
-        column(4)
+        column(4),
+        column(5)
     )
 }
 
@@ -818,7 +824,7 @@ struct ModeRuns {
     /// from its entries per fsync (`batch`).
     raw_at_write: Vec<f64>,
     /// Cores busy during the log runs (see `Cpu::cores`).
-    cores: Vec<[f64; 5]>,
+    cores: Vec<[f64; 6]>,
     /// Log rate ÷ raw rate of each round (the two run back to back).
     ratios: Vec<f64>,
 }
@@ -1486,7 +1492,7 @@ async fn decide_run(
     requests: &Arc<Vec<EvaluationRequest>>,
     logged: bool,
     secs: f64,
-) -> BenchResult<(f64, [f64; 5])> {
+) -> BenchResult<(f64, [f64; 6])> {
     let stop = Arc::new(AtomicBool::new(false));
     let cpu = Cpu::now();
     let start = Instant::now();

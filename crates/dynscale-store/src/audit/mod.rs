@@ -74,6 +74,7 @@ mod recover;
 mod retention;
 mod segment;
 mod syncer;
+mod tiler;
 mod tiles;
 mod verify;
 mod writer;

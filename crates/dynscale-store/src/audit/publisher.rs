@@ -2,23 +2,23 @@
 //! appends. For each written group it hashes the entries into the tree, extends the
 //! active segment's view and keys, advances the acknowledged size and answers the
 //! `batch` appends (`sync` appends once the writer reports the fsync that covers them),
-//! then writes the tiles the group completed. It also writes the key index of each
-//! sealed segment and signs the checkpoints the writer asks for, after the writer has
-//! made everything they cover durable.
+//! then hands the tiles the group completed to the tile thread (`tiler.rs`). It also
+//! writes the key index of each sealed segment and signs the checkpoints the writer
+//! asks for, after the writer has made everything they cover durable.
 //!
 //! This leaves the writer thread with what must be in order and on the way to the disk
 //! (taking requests, the byte cap, framing, rolls, the write and, in `sync` mode, the
 //! fsync), so that one group's fsync runs while the group before it is published.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use dynscale_core::merkle::{Checkpoint, Signer, Tile, leaf_hash, sign_checkpoint};
+use dynscale_core::merkle::{Checkpoint, Signer, leaf_hash, sign_checkpoint};
 use tokio::sync::oneshot;
 
 use super::checkpoint_file::{self, LATEST, TMP_DIR};
@@ -29,7 +29,7 @@ use super::key_index;
 use super::log::{Keys, SegmentEntry, Shared};
 use super::retention::Poker;
 use super::segment::{self, OFFSET_STRIDE, SEGMENTS_DIR, SegmentFile, SegmentView, entry_key};
-use super::tiles::{TILE_DIR, write_tile};
+use super::tiler::{TilerHandle, TilerStart};
 use super::{AuditConfig, Durability};
 
 /// Where an append's first index (or its failure) goes.
@@ -108,6 +108,18 @@ impl PublisherHandle {
         poker: Option<Poker>,
     ) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(STEPS_AHEAD);
+        let tiles_next = shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first_tiles();
+        let tiler = TilerHandle::start(
+            Arc::clone(&shared),
+            TilerStart {
+                unsynced: start.unsynced_tiles,
+                partial_written: start.partial_written,
+            },
+        )?;
         let publisher = Publisher {
             shared,
             rx,
@@ -118,8 +130,8 @@ impl PublisherHandle {
             active_first: start.active_first,
             durable: start.next,
             awaiting: VecDeque::new(),
-            unsynced_tiles: start.unsynced_tiles,
-            partial_written: start.partial_written,
+            tiler,
+            tiles_next,
             pending_idx: start.pending_idx,
             last_checkpoint: start.last_checkpoint,
             poker,
@@ -186,8 +198,10 @@ struct Publisher {
     durable: u64,
     /// `sync` appends published and waiting for their fsync: reply, first index, end.
     awaiting: VecDeque<(Reply, u64, u64)>,
-    unsynced_tiles: Vec<PathBuf>,
-    partial_written: BTreeMap<(u8, u64), u64>,
+    /// Writes the tiles.
+    tiler: TilerHandle,
+    /// Per tile level, the first full tile not yet handed to the tile thread.
+    tiles_next: Vec<u64>,
     pending_idx: Vec<u64>,
     last_checkpoint: Option<u64>,
     poker: Option<Poker>,
@@ -305,10 +319,7 @@ impl Publisher {
             spent.push(entries);
         }
         self.release_durable();
-        if let Err(error) = self.write_full_tiles() {
-            // Tiles are derived; they stay in memory and are tried again.
-            tracing::warn!(%error, "audit log: writing a full tile failed");
-        }
+        self.hand_out_tiles();
         // The entries are freed last, after every answer is out.
         drop(spent);
     }
@@ -376,99 +387,20 @@ impl Publisher {
         }
     }
 
-    /// Writes every full tile still in memory, oldest first.
-    fn write_full_tiles(&mut self) -> Result<(), AuditError> {
+    /// Hands the full tiles completed since the last call to the tile thread.
+    fn hand_out_tiles(&mut self) {
         let tiles = self
             .shared
             .tree
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .full_tiles();
-        let disk = Arc::clone(&self.shared.disk);
-        for (tile, bytes) in tiles {
-            let path = write_tile(&*disk, &self.shared.dir, &tile, &bytes)
-                .map_err(|e| AuditError::io("write tile", self.shared.dir.join(tile.path()), e))?;
-            self.unsynced_tiles.push(path);
-            self.shared
-                .tree
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .tile_written(&tile);
-            self.shared
-                .used_bytes
-                .fetch_add(bytes.len() as u64, Ordering::SeqCst);
-            // The full tile supersedes the partial ones (C2SP lets them go).
-            self.remove_partials(&tile);
-        }
-        Ok(())
-    }
-
-    /// Removes the partial versions of a tile, if any were written.
-    fn remove_partials(&mut self, tile: &Tile) {
-        let Some(bytes) = self.partial_written.remove(&(tile.level(), tile.index())) else {
-            return;
-        };
-        if let Some(partials) = partial_dir(&self.shared.dir, tile) {
-            match self.shared.disk.remove_dir_all(&partials) {
-                Ok(()) => {
-                    // Removed unsynced: the partial files' own paths leave the list too.
-                    self.unsynced_tiles
-                        .retain(|path| !path.starts_with(&partials));
-                    let _ = self.shared.used_bytes.fetch_update(
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                        |used| Some(used.saturating_sub(bytes)),
-                    );
-                }
-                Err(error) => {
-                    tracing::warn!(%error, path = %partials.display(), "audit log: removing partial tiles failed");
-                }
-            }
-        }
-    }
-
-    /// Makes every tile written since the last checkpoint durable.
-    fn sync_tiles(&mut self) -> Result<(), AuditError> {
-        if self.unsynced_tiles.is_empty() {
-            return Ok(());
-        }
-        let disk = Arc::clone(&self.shared.disk);
-        let tile_dir = self.shared.dir.join(TILE_DIR);
-        if self.unsynced_tiles.len() > SYNCFS_THRESHOLD {
-            match disk.sync_filesystem(&tile_dir) {
-                Ok(()) => {
-                    self.unsynced_tiles.clear();
-                    return Ok(());
-                }
-                Err(error) if error.kind() == io::ErrorKind::Unsupported => {}
-                Err(error) => return Err(AuditError::io("syncfs", tile_dir, error)),
-            }
-        }
-        let mut dirs = BTreeSet::new();
-        for path in &self.unsynced_tiles {
-            disk.sync_file(path)
-                .map_err(|e| AuditError::io("fsync", path, e))?;
-            // New tiles may sit in new directories: sync each one up to tile/.
-            let mut parent = path.parent();
-            while let Some(dir) = parent {
-                dirs.insert(dir.to_path_buf());
-                if dir == tile_dir {
-                    break;
-                }
-                parent = dir.parent();
-            }
-        }
-        for dir in dirs {
-            disk.sync_dir(&dir)
-                .map_err(|e| AuditError::io("fsync directory", &dir, e))?;
-        }
-        self.unsynced_tiles.clear();
-        Ok(())
+            .new_full_tiles(&mut self.tiles_next);
+        self.tiler.write(tiles);
     }
 
     /// Signs a checkpoint at the current size. The writer made the entries durable
-    /// before it sent the step; here the full tiles and the partial tiles at this size
-    /// are written and synced first.
+    /// before it sent the step; here the tile thread writes and syncs the full tiles and
+    /// the partial tiles at this size first.
     fn checkpoint(&mut self) -> Result<String, AuditError> {
         if let Some(error) = self.shared.poison() {
             return Err(error);
@@ -484,7 +416,7 @@ impl Publisher {
         {
             return Ok(note);
         }
-        self.write_full_tiles()?;
+        self.hand_out_tiles();
         let (partials, root) = {
             let tree = self
                 .shared
@@ -493,22 +425,9 @@ impl Publisher {
                 .unwrap_or_else(PoisonError::into_inner);
             (tree.partial_tiles(), tree.root())
         };
+        self.tiler.sync(partials)?;
         let disk = Arc::clone(&self.shared.disk);
         let dir = self.shared.dir.clone();
-        for (tile, bytes) in partials {
-            // Only the latest width of a partial tile is kept: older ones would pile up
-            // at every checkpoint until the tile is full.
-            self.remove_partials(&tile);
-            let path = write_tile(&*disk, &dir, &tile, &bytes)
-                .map_err(|e| AuditError::io("write tile", dir.join(tile.path()), e))?;
-            self.partial_written
-                .insert((tile.level(), tile.index()), bytes.len() as u64);
-            self.unsynced_tiles.push(path);
-            self.shared
-                .used_bytes
-                .fetch_add(bytes.len() as u64, Ordering::SeqCst);
-        }
-        self.sync_tiles()?;
         let checkpoint =
             Checkpoint::new(self.origin.clone(), size, root, Vec::new()).map_err(|source| {
                 AuditError::Checkpoint {
@@ -552,19 +471,10 @@ impl Publisher {
     }
 }
 
-/// Above this many unsynced tiles one `syncfs` is cheaper than a sync per file.
-const SYNCFS_THRESHOLD: usize = 8;
-
 fn reply(to: Reply, result: Result<u64, AuditError>) {
     // The appender may have stopped waiting (its future dropped); the entry's fate is
     // the same either way.
     let _ = to.send(result);
-}
-
-/// The `.p` directory holding a tile's partial versions.
-fn partial_dir(dir: &Path, tile: &Tile) -> Option<PathBuf> {
-    let partial = Tile::new(tile.level(), tile.index(), 1).ok()?;
-    dir.join(partial.path()).parent().map(Path::to_path_buf)
 }
 
 /// Writes the key index of sealed segment `first` from its in-memory keys, durably,

@@ -114,6 +114,33 @@ impl TreeState {
         tiles
     }
 
+    /// Where each level's tiles in memory start: the first tile index per level that
+    /// [`TreeState::new_full_tiles`] has not handed out, for a tree just recovered.
+    pub(crate) fn first_tiles(&self) -> Vec<u64> {
+        self.rows.iter().map(|row| row.from).collect()
+    }
+
+    /// The full tiles in memory from tile `next[level]` on at each level, with their
+    /// bytes; `next` moves past them, so each full tile is handed out once.
+    pub(crate) fn new_full_tiles(&self, next: &mut [u64]) -> Vec<(Tile, Vec<u8>)> {
+        let mut tiles = Vec::new();
+        for ((level, row), next) in self.rows.iter().enumerate().zip(next.iter_mut()) {
+            let full = row.from + (row.hashes.len() / WIDTH) as u64;
+            for index in (*next).max(row.from)..full {
+                let start = usize::try_from(index - row.from).unwrap_or(usize::MAX) * WIDTH;
+                let (Some(hashes), Ok(tile)) = (
+                    row.hashes.get(start..start + WIDTH),
+                    Tile::new(level as u8, index, TILE_WIDTH),
+                ) else {
+                    break;
+                };
+                tiles.push((tile, tile_bytes(hashes)));
+            }
+            *next = (*next).max(full);
+        }
+        tiles
+    }
+
     /// Forgets a full tile's hashes once its file is written (oldest first per level).
     pub(crate) fn tile_written(&mut self, tile: &Tile) {
         let row = &mut self.rows[usize::from(tile.level())];
@@ -223,7 +250,7 @@ pub(crate) fn fold(hashes: &[Hash]) -> Hash {
 }
 
 /// Writes a tile file, creating its directories when missing. Tiles are not synced
-/// here: the writer syncs them in bulk before each checkpoint.
+/// here: the tile thread syncs them in bulk before each checkpoint.
 pub(crate) fn write_tile(
     disk: &dyn Disk,
     dir: &Path,
@@ -382,5 +409,42 @@ mod tests {
         assert_eq!(resumed.size, state.size);
         assert_eq!(resumed.rows, state.rows);
         assert_eq!(resumed.root(), state.root());
+    }
+
+    /// The tile thread gets each full tile once, in order, whether or not the ones
+    /// before were written yet, and the same bytes `full_tiles` gives.
+    #[test]
+    fn new_full_tiles_hands_out_each_full_tile_once() {
+        let mut state = TreeState::new();
+        let mut next = state.first_tiles();
+        let push = |state: &mut TreeState, from: u64, to: u64| {
+            for i in from..to {
+                state.push_leaf(leaf_hash(&i.to_le_bytes()));
+            }
+        };
+        push(&mut state, 0, 3 * 256 + 10);
+        let first = state.new_full_tiles(&mut next);
+        let indexes: Vec<(u8, u64)> = first.iter().map(|(t, _)| (t.level(), t.index())).collect();
+        assert_eq!(indexes, vec![(0, 0), (0, 1), (0, 2)]);
+        assert_eq!(first, state.full_tiles());
+        assert!(
+            state.new_full_tiles(&mut next).is_empty(),
+            "handed out twice"
+        );
+        // Written or not, a tile handed out is not handed out again.
+        state.tile_written(&first[0].0);
+        push(&mut state, 3 * 256 + 10, 4 * 256);
+        let second = state.new_full_tiles(&mut next);
+        let indexes: Vec<(u8, u64)> = second.iter().map(|(t, _)| (t.level(), t.index())).collect();
+        assert_eq!(indexes, vec![(0, 3)]);
+        assert_eq!(Some(&second[0]), state.full_tiles().last());
+        // A level-1 tile completes after 256 level-0 tiles.
+        push(&mut state, 4 * 256, 256 * 256);
+        let third = state.new_full_tiles(&mut next);
+        assert_eq!(third.len(), 256 - 4 + 1);
+        assert_eq!(
+            third.last().map(|(t, _)| (t.level(), t.index())),
+            Some((1, 0))
+        );
     }
 }
