@@ -80,6 +80,8 @@ struct Pending {
 struct Group {
     requests: Vec<Request>,
     entries: usize,
+    /// Entries already taken off the log's queued count.
+    counted: usize,
     bytes: u64,
     /// A close request was taken: it ends the group.
     closed: bool,
@@ -292,7 +294,8 @@ impl Writer {
         deadline
     }
 
-    /// Adds a request taken from the queue to `group`.
+    /// Adds a request taken from the queue to `group` (`drain` follows, which accounts
+    /// for it).
     fn take(&mut self, group: &mut Group, request: Request) {
         match &request {
             Request::Append { entries, .. } => {
@@ -301,9 +304,6 @@ impl Writer {
                     .iter()
                     .map(|entry| self.active_format.frame_len(entry.len()))
                     .sum::<u64>();
-                self.shared
-                    .queued
-                    .fetch_sub(entries.len(), Ordering::SeqCst);
             }
             Request::Close { .. } => group.closed = true,
             Request::Checkpoint { .. } => {}
@@ -320,6 +320,12 @@ impl Writer {
             }
         }
         if !group.requests.is_empty() {
+            // One update of the shared count per group, not one per request: appenders
+            // update it too.
+            self.shared
+                .queued
+                .fetch_sub(group.entries - group.counted, Ordering::SeqCst);
+            group.counted = group.entries;
             // Slots are free again: wake appenders waiting for them.
             self.shared.space.notify_waiters();
         }
