@@ -46,7 +46,7 @@
 //! synced, so an entry is durable about one fsync after its write (the writer syncs
 //! itself at `batch_window` on a [`Disk`] without sync handles). The publisher thread
 //! hashes, publishes and answers what was written, while the next group is written
-//! and synced.
+//! and synced; the tile thread writes the tile files.
 //! Before a checkpoint is signed at size `n`, the segment is synced, then every tile
 //! written since the previous checkpoint (one `syncfs`), so whatever a checkpoint covers
 //! is durable and its tiles can be trusted at the next open.
