@@ -8,7 +8,8 @@
 //! smoke-tests the code paths. Every file goes to one temporary directory under Cargo's
 //! target directory, so the logs and the raw baseline share a file system; nothing is
 //! deleted before the run ends (a few GB in a full run), because on a `discard` mount
-//! freed blocks slow down the fsyncs that follow.
+//! freed blocks slow down the fsyncs that follow. `DYNSCALE_BENCH_KEEP=1` keeps the
+//! directory after the run too (for runs back to back; remove it afterwards).
 //!
 //! The example workload runs first: its decision entries, as the node encoded them,
 //! are the entries the append and verify parts write (each with a fresh id).
@@ -130,7 +131,15 @@ fn main() -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(Plan::new(mode), root.path()))
+    let result = runtime.block_on(run(Plan::new(mode), root.path()));
+    if std::env::var_os("DYNSCALE_BENCH_KEEP").is_some_and(|v| v == "1") {
+        // For runs back to back: removing a run's tens of thousands of files slows the
+        // next one. On ext4 without a journal, creating a file skips every inode freed
+        // in the last minute (five, while its inode block is dirty) one by one, and the
+        // next run's tile files land in the same block groups.
+        println!("kept {}", root.keep().display());
+    }
+    result
 }
 
 async fn run(plan: Plan, root: &Path) -> BenchResult<()> {

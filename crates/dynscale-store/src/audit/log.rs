@@ -63,9 +63,10 @@ impl PoisonInfo {
     }
 }
 
-/// State shared between the handles, the writer thread and the retention thread. The
-/// writer is the only one to change the tree and the active segment; the retention
-/// thread only flips sealed segments to compressed.
+/// State shared between the handles and the log's threads. Only the writer appends to
+/// the active segment; only the publisher grows the tree and the segment list (the tile
+/// thread only lets go of the hashes of tiles it wrote, the retention thread only flips
+/// sealed segments to compressed).
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -26,6 +26,11 @@ use super::tiles::{TILE_DIR, write_tile};
 const SYNCFS_THRESHOLD: usize = 8;
 /// How soon tiles that could not be written are tried again.
 const RETRY: Duration = Duration::from_millis(200);
+/// Jobs (nearly always one tile each) the publisher may be ahead before it waits: a
+/// tile thread far behind holds each tile's hashes twice, in the tree's rows and in its
+/// job, so this bounds that memory (and slows appends, as writing tiles on the
+/// publisher's own thread would) rather than let it grow.
+const JOBS_AHEAD: usize = 1024;
 
 /// A tile and its bytes.
 pub(crate) type TileBytes = (Tile, Vec<u8>);
@@ -54,13 +59,13 @@ pub(crate) struct TilerStart {
 /// The publisher's end of the tile thread.
 #[derive(Debug)]
 pub(crate) struct TilerHandle {
-    tx: Option<Sender<Job>>,
+    tx: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl TilerHandle {
     pub(crate) fn start(shared: Arc<Shared>, start: TilerStart) -> io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(JOBS_AHEAD);
         let tiler = Tiler {
             shared,
             rx,
