@@ -8,7 +8,8 @@
 //! smoke-tests the code paths. Every file goes to one temporary directory under Cargo's
 //! target directory, so the logs and the raw baseline share a file system; nothing is
 //! deleted before the run ends (a few GB in a full run), because on a `discard` mount
-//! freed blocks slow down the fsyncs that follow.
+//! freed blocks slow down the fsyncs that follow. `DYNSCALE_BENCH_KEEP=1` keeps the
+//! directory after the run too (for runs back to back; remove it afterwards).
 //!
 //! The example workload runs first: its decision entries, as the node encoded them,
 //! are the entries the append and verify parts write (each with a fresh id).
@@ -130,7 +131,15 @@ fn main() -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(Plan::new(mode), root.path()))
+    let result = runtime.block_on(run(Plan::new(mode), root.path()));
+    if std::env::var_os("DYNSCALE_BENCH_KEEP").is_some_and(|v| v == "1") {
+        // For runs back to back: removing a run's tens of thousands of files slows the
+        // next one. On ext4 without a journal, creating a file skips every inode freed
+        // in the last minute (five, while its inode block is dirty) one by one, and the
+        // next run's tile files land in the same block groups.
+        println!("kept {}", root.keep().display());
+    }
+    result
 }
 
 async fn run(plan: Plan, root: &Path) -> BenchResult<()> {
@@ -605,14 +614,18 @@ struct LogRun {
     cpu: Cpu,
 }
 
-/// CPU time (user + system) in seconds of the whole process and of the audit writer
-/// thread, from `/proc` (Linux; zero elsewhere). It tells whether a run was bound by
-/// the disk or by the processor. Clock ticks are USER_HZ, 100 per second on Linux.
+/// CPU time (user + system) in seconds of the whole process and of the audit log's
+/// threads, from `/proc` (Linux; zero elsewhere). It tells whether a run was bound by
+/// the disk or by the processor, and which thread was busy. Clock ticks are USER_HZ,
+/// 100 per second on Linux.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
     process: f64,
     writer_user: f64,
     writer_system: f64,
+    publisher: f64,
+    sync: f64,
+    tiles: f64,
 }
 
 impl Cpu {
@@ -632,26 +645,29 @@ impl Cpu {
                 .and_then(|s| seconds(&s))
                 .unwrap_or_default()
         };
-        let (mut writer_user, mut writer_system) = (0.0, 0.0);
+        let mut cpu = Cpu::default();
         for task in fs::read_dir("/proc/self/task")
             .into_iter()
             .flatten()
             .flatten()
         {
-            // The kernel keeps 15 bytes of the thread name "dynscale-audit-writer".
+            // The thread names the audit log gives its threads.
             let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.starts_with("dynscale-audit") {
-                let (user, system) = read(task.path().join("stat"));
-                writer_user += user;
-                writer_system += system;
+            let (user, system) = read(task.path().join("stat"));
+            match comm.trim_end() {
+                "audit-writer" => {
+                    cpu.writer_user += user;
+                    cpu.writer_system += system;
+                }
+                "audit-publish" => cpu.publisher += user + system,
+                "audit-sync" => cpu.sync += user + system,
+                "audit-tiles" => cpu.tiles += user + system,
+                _ => {}
             }
         }
         let (user, system) = read(PathBuf::from("/proc/self/stat"));
-        Cpu {
-            process: user + system,
-            writer_user,
-            writer_system,
-        }
+        cpu.process = user + system;
+        cpu
     }
 
     fn since(self, before: Cpu) -> Cpu {
@@ -659,27 +675,41 @@ impl Cpu {
             process: self.process - before.process,
             writer_user: self.writer_user - before.writer_user,
             writer_system: self.writer_system - before.writer_system,
+            publisher: self.publisher - before.publisher,
+            sync: self.sync - before.sync,
+            tiles: self.tiles - before.tiles,
         }
     }
 
-    /// As cores busy over `elapsed`: process, writer thread user, writer thread system.
-    fn cores(self, elapsed: Duration) -> [f64; 3] {
+    /// As cores busy over `elapsed`: process, writer thread user, writer thread system,
+    /// publisher thread, sync thread, tile thread.
+    fn cores(self, elapsed: Duration) -> [f64; 6] {
         let secs = elapsed.as_secs_f64();
         [
             self.process / secs,
             self.writer_user / secs,
             self.writer_system / secs,
+            self.publisher / secs,
+            self.sync / secs,
+            self.tiles / secs,
         ]
     }
 }
 
-/// Medians of per-run core counts, as `process / writer (user + system)`.
-fn fmt_cores(runs: &[[f64; 3]]) -> String {
+/// What `fmt_cores` prints.
+const CORES: &str =
+    "process / writer thread (user + system) / publisher / sync thread / tile thread";
+
+/// Medians of per-run core counts, in the order of [`CORES`].
+fn fmt_cores(runs: &[[f64; 6]]) -> String {
     let column = |i: usize| median(&mut runs.iter().map(|r| r[i]).collect::<Vec<_>>());
     let (process, user, system) = (column(0), column(1), column(2));
     format!(
-        "{process:.2} / {:.2} ({user:.2} user + {system:.2} system)",
-        user + system
+        "{process:.2} / {:.2} ({user:.2} + {system:.2}) / {:.2} / {:.2} / {:.2}",
+        user + system,
+        column(3),
+        column(4),
+        column(5)
     )
 }
 
@@ -803,7 +833,7 @@ struct ModeRuns {
     /// from its entries per fsync (`batch`).
     raw_at_write: Vec<f64>,
     /// Cores busy during the log runs (see `Cpu::cores`).
-    cores: Vec<[f64; 3]>,
+    cores: Vec<[f64; 6]>,
     /// Log rate ÷ raw rate of each round (the two run back to back).
     ratios: Vec<f64>,
 }
@@ -881,7 +911,7 @@ impl ModeRuns {
                 format!("{per_fsync:.0} / {per_write:.0}"),
             ),
             Row::info(
-                format!("cores busy in the log run, process / writer thread, `{name}`"),
+                format!("cores busy in the log run, {CORES}, `{name}`"),
                 fmt_cores(&self.cores),
             ),
             Row::info(
@@ -1471,7 +1501,7 @@ async fn decide_run(
     requests: &Arc<Vec<EvaluationRequest>>,
     logged: bool,
     secs: f64,
-) -> BenchResult<(f64, [f64; 3])> {
+) -> BenchResult<(f64, [f64; 6])> {
     let stop = Arc::new(AtomicBool::new(false));
     let cpu = Cpu::now();
     let start = Instant::now();
@@ -1571,8 +1601,8 @@ async fn decision_throughput(plan: &Plan, dir: &Path) -> BenchResult<()> {
             ),
             Row::info("range over runs, on", on_spread),
             Row::info("range over runs, off", off_spread),
-            Row::info("cores busy, on: process / writer thread", on_cores),
-            Row::info("cores busy, off: process / writer thread", off_cores),
+            Row::info(format!("cores busy, on: {CORES}"), on_cores),
+            Row::info(format!("cores busy, off: {CORES}"), off_cores),
             Row::info("entries logged in the run", logged.to_string()),
             Row::info("outcomes of the 1 000 distinct requests", mix),
         ],

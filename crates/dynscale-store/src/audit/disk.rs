@@ -70,8 +70,9 @@ pub trait AppendFile: Send + fmt::Debug {
     /// Cuts the file to `len` bytes; later appends go after them.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// A second handle that syncs this file from another thread while this one keeps
-    /// appending, so the log can write the next group during an fsync. `None` (the
-    /// default) makes the log sync on its writer thread.
+    /// appending, so in `batch` and `async` mode the log writes the next group during
+    /// an fsync. `None` (the default) makes the log sync on its writer thread, as it
+    /// always does in `sync` mode.
     fn sync_handle(&self) -> io::Result<Option<Arc<dyn SyncFile>>> {
         Ok(None)
     }

@@ -25,12 +25,15 @@ use super::tiles::{TileHashes, TileReadError, TreeState};
 use super::writer::{Request, Writer};
 use super::{AuditConfig, Durability, Recovery, recover, retention};
 
+/// The keys of a segment in memory, with the lowest index of each.
+pub(crate) type KeyMap = HashMap<[u8; 16], u64, foldhash::fast::RandomState>;
+
 /// Where the keys of one segment are looked up.
 #[derive(Debug)]
 pub(crate) enum Keys {
     /// In memory: the active segment, or a sealed one whose index file is not written.
     /// Holds the lowest index of each key.
-    Memory(HashMap<[u8; 16], u64>),
+    Memory(KeyMap),
     /// In the segment's `.idx` file.
     File(Arc<IdxSummary>),
 }
@@ -60,9 +63,10 @@ impl PoisonInfo {
     }
 }
 
-/// State shared between the handles, the writer thread and the retention thread. The
-/// writer is the only one to change the tree and the active segment; the retention
-/// thread only flips sealed segments to compressed.
+/// State shared between the handles and the log's threads. Only the writer appends to
+/// the active segment; only the publisher grows the tree and the segment list (the tile
+/// thread only lets go of the hashes of tiles it wrote, the retention thread only flips
+/// sealed segments to compressed).
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
@@ -81,9 +85,44 @@ pub(crate) struct Shared {
     pub(crate) max_bytes: AtomicU64,
     /// Bytes in the audit directory, as the log accounts them.
     pub(crate) used_bytes: AtomicU64,
+    /// Entries of sealed segments whose key index file is not written yet: its bytes
+    /// are still to come under the byte cap.
+    pub(crate) unindexed: AtomicU64,
     /// Woken when the writer frees queue slots.
     pub(crate) space: Notify,
-    pub(crate) poisoned: Mutex<Option<PoisonInfo>>,
+    pub(crate) poisoned: PoisonSlot,
+}
+
+/// Why the log stopped taking entries, once it has. A flag is read first, so the check
+/// every append makes takes no lock.
+#[derive(Debug, Default)]
+pub(crate) struct PoisonSlot {
+    set: AtomicBool,
+    info: Mutex<Option<PoisonInfo>>,
+}
+
+impl PoisonSlot {
+    pub(crate) fn get(&self) -> Option<PoisonInfo> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        self.info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records `info` unless the log is poisoned already; returns the poisoning in
+    /// force (the first one).
+    pub(crate) fn set(&self, info: PoisonInfo) -> PoisonInfo {
+        let mut slot = self.info.lock().unwrap_or_else(PoisonError::into_inner);
+        let info = slot.get_or_insert_with(|| {
+            tracing::error!(error = %info.error(), "audit log stopped taking entries");
+            info
+        });
+        self.set.store(true, Ordering::Release);
+        info.clone()
+    }
 }
 
 impl Shared {
@@ -102,11 +141,7 @@ impl Shared {
     }
 
     pub(crate) fn poison(&self) -> Option<AuditError> {
-        self.poisoned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(PoisonInfo::error)
+        self.poisoned.get().as_ref().map(PoisonInfo::error)
     }
 
     /// Entries whose hashes are computed: the largest tree proofs can be asked for.
@@ -188,8 +223,9 @@ impl AuditLog {
             full: AtomicBool::new(false),
             max_bytes: AtomicU64::new(config.max_bytes.unwrap_or(u64::MAX)),
             used_bytes: AtomicU64::new(used_bytes),
+            unindexed: AtomicU64::new(0),
             space: Notify::new(),
-            poisoned: Mutex::new(None),
+            poisoned: PoisonSlot::default(),
         });
         let retention = config
             .compress_after
@@ -205,9 +241,10 @@ impl AuditLog {
             start,
             latest.map(|c| c.checkpoint.size()),
             retention.as_ref().map(retention::Handle::poker),
-        );
+        )
+        .map_err(|e| AuditError::io("spawn publisher thread", &config.dir, e))?;
         let writer = std::thread::Builder::new()
-            .name("dynscale-audit-writer".into())
+            .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| AuditError::io("spawn writer thread", &config.dir, e))?;
         let log = AuditLog {
@@ -262,8 +299,13 @@ impl AuditLog {
             reply: reply_tx,
         };
         let first = loop {
-            // Register for a wake-up before trying, so a slot freed between the try and
-            // the wait is not missed.
+            request = match self.try_enqueue(request, count)? {
+                Enqueued::Sent(first) => break first,
+                Enqueued::QueueFull(back) => back,
+            };
+            // The queue is full: register for a wake-up, then try once more, so a slot
+            // freed between the first try and the registration is not missed. (Only
+            // here: registering takes the `Notify`'s lock, twice, on every append.)
             let notified = shared.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -293,24 +335,34 @@ impl AuditLog {
             // no space it could only be dropped later, so it is refused now.
             return Err(shared.full_error(false));
         }
+        if !asynchronous {
+            // Indexes are given by the writer: the queue's own order is enough.
+            return self.send(request, count, 0);
+        }
+        // Async indexes are promised here: the promise and the queue slot are taken
+        // together, so queue order is index order.
         let mut next = self
             .inner
             .next
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if asynchronous && let Request::Append { first, .. } = &mut request {
+        if let Request::Append { first, .. } = &mut request {
             *first = Some(*next);
         }
+        let sent = self.send(request, count, *next)?;
+        if matches!(sent, Enqueued::Sent(_)) {
+            *next += count;
+            shared.acked.store(*next, Ordering::SeqCst);
+        }
+        Ok(sent)
+    }
+
+    /// Puts a request in the queue without waiting; `first` is what `Sent` carries.
+    fn send(&self, request: Request, count: u64, first: u64) -> Result<Enqueued, AuditError> {
+        let shared = &self.inner.shared;
         shared.queued.fetch_add(count as usize, Ordering::SeqCst);
         match self.inner.tx.try_send(request) {
-            Ok(()) => {
-                let first = *next;
-                if asynchronous {
-                    *next += count;
-                    shared.acked.store(*next, Ordering::SeqCst);
-                }
-                Ok(Enqueued::Sent(first))
-            }
+            Ok(()) => Ok(Enqueued::Sent(first)),
             Err(TrySendError::Full(back)) => {
                 shared.queued.fetch_sub(count as usize, Ordering::SeqCst);
                 Ok(Enqueued::QueueFull(back))

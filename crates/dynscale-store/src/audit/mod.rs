@@ -39,12 +39,14 @@
 //!
 //! Segments are the only source of truth: tiles, key indexes and the tile rows in memory
 //! are derived and rebuilt from them. `sync` acknowledges after an `fdatasync` that
-//! began after the entry was written; `batch` after the write; `async` on enqueue. The
+//! began after the entry was written; `batch` after the write; `async` on enqueue. In
+//! `sync` mode the writer thread fdatasyncs each group right after writing it, and the
+//! appends that arrive meanwhile make the next group. In `batch` and `async` mode the
 //! sync thread fdatasyncs the active segment whenever something is written and not yet
-//! synced, so in every mode an entry is durable about one fsync after its write (the
-//! writer syncs itself at `batch_window` on a [`Disk`] without sync handles). In `sync`
-//! mode the writer holds the next group while an fsync runs, so each fsync covers one
-//! write of everything queued meanwhile.
+//! synced, so an entry is durable about one fsync after its write (the writer syncs
+//! itself at `batch_window` on a [`Disk`] without sync handles). The publisher thread
+//! hashes, publishes and answers what was written, while the next group is written
+//! and synced; the tile thread writes the tile files.
 //! Before a checkpoint is signed at size `n`, the segment is synced, then every tile
 //! written since the previous checkpoint (one `syncfs`), so whatever a checkpoint covers
 //! is durable and its tiles can be trusted at the next open.
@@ -67,10 +69,12 @@ mod fault;
 mod frame;
 mod key_index;
 mod log;
+mod publisher;
 mod recover;
 mod retention;
 mod segment;
 mod syncer;
+mod tiler;
 mod tiles;
 mod verify;
 mod writer;

@@ -2,7 +2,7 @@
 //! indexes, cut a torn tail off the last segment, rebuild the tree from trusted tiles
 //! and the segments, check it against the latest checkpoint, and remove stale tiles.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -14,7 +14,7 @@ use super::disk::{Disk, replace_file};
 use super::error::AuditError;
 use super::frame::{FrameFormat, SEGMENT_MAGIC};
 use super::key_index;
-use super::log::{Keys, SegmentEntry, tree_error};
+use super::log::{KeyMap, Keys, SegmentEntry, tree_error};
 use super::segment::{self, SEGMENTS_DIR, SegmentFile, SegmentView, entry_key, open_frames};
 use super::tiles::{TILE_DIR, TileHashes, TreeState, write_tile};
 use super::writer::WriterStart;
@@ -117,7 +117,7 @@ pub(crate) fn recover(disk: &dyn Disk, config: &AuditConfig) -> Result<Recovered
                     compressed: false,
                     offsets: Arc::new(Vec::new()),
                 },
-                keys: Keys::Memory(HashMap::new()),
+                keys: Keys::Memory(KeyMap::default()),
             });
             (file, path)
         }
@@ -297,7 +297,7 @@ fn load_sealed(
             true,
         ));
     }
-    let mut keys = HashMap::new();
+    let mut keys = KeyMap::default();
     let scan = segment::scan(disk, path, first, compressed, |index, entry| {
         if let Some(key) = entry_key(entry) {
             keys.entry(key).or_insert(index);
@@ -374,7 +374,7 @@ fn open_active(
     AuditError,
 > {
     let mut file = disk.open_append(path).map_err(io_error("open", path))?;
-    let mut keys = HashMap::new();
+    let mut keys = KeyMap::default();
     let scan = segment::scan(disk, path, first, false, |index, entry| {
         if let Some(key) = entry_key(entry) {
             keys.entry(key).or_insert(index);

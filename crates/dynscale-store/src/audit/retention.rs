@@ -61,7 +61,7 @@ impl Handle {
 pub(crate) fn spawn(shared: Arc<Shared>, age: Duration, tick: Duration) -> io::Result<Handle> {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
-        .name("dynscale-audit-retention".into())
+        .name("audit-retention".into())
         .spawn(move || run(&shared, age, tick, &rx))?;
     Ok(Handle { tx, thread })
 }

@@ -1,15 +1,13 @@
-//! The sync thread: it fdatasyncs the active segment while the writer thread hashes and
-//! publishes the group just written, answers the appends of the group before and takes
-//! the next one from the queue. Each job asks for the entries below its index to be
-//! made durable, by an fsync that begins after the job was sent (so after the write);
-//! jobs queued during an fsync share the next one. It reports each finished job back,
-//! so the writer holds the next group until then and writes it with one call, and
-//! answers `sync` appends once `durable` covers them.
+//! The sync thread of `batch` and `async` mode: it fdatasyncs the active segment while
+//! the writer thread goes on writing (entries there are acknowledged at the write or
+//! before). Each job asks for the entries below its index to be made durable, by an
+//! fsync that begins after the job was sent (so after the write); jobs queued during an
+//! fsync share the next one. In `sync` mode the writer fsyncs each group itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use super::disk::SyncFile;
@@ -30,10 +28,6 @@ pub(crate) struct SyncJob {
 #[derive(Debug)]
 pub(crate) struct Syncer {
     tx: Option<Sender<SyncJob>>,
-    /// How many jobs each finished fsync covered.
-    done: Receiver<usize>,
-    /// Jobs sent and not yet reported done.
-    in_flight: usize,
     thread: Option<JoinHandle<()>>,
     /// Entries below this index are durable.
     durable: Arc<AtomicU64>,
@@ -43,16 +37,13 @@ impl Syncer {
     /// Starts the thread; entries below `durable` are durable already.
     pub(crate) fn start(shared: Arc<Shared>, durable: u64) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
         let durable = Arc::new(AtomicU64::new(durable));
         let thread = thread::Builder::new().name("audit-sync".into()).spawn({
             let durable = Arc::clone(&durable);
-            move || run(&rx, &done_tx, &shared, &durable)
+            move || run(&rx, &shared, &durable)
         })?;
         Ok(Self {
             tx: Some(tx),
-            done,
-            in_flight: 0,
             thread: Some(thread),
             durable,
         })
@@ -66,35 +57,12 @@ impl Syncer {
     /// Queues a job; gives it back when the thread is gone.
     pub(crate) fn send(&mut self, job: SyncJob) -> Result<(), SyncJob> {
         match &self.tx {
-            Some(tx) => {
-                tx.send(job).map_err(|e| e.0)?;
-                self.in_flight += 1;
-                Ok(())
-            }
+            Some(tx) => tx.send(job).map_err(|e| e.0),
             None => Err(job),
         }
     }
 
-    /// Whether an fsync is queued or running.
-    pub(crate) fn busy(&mut self) -> bool {
-        while let Ok(jobs) = self.done.try_recv() {
-            self.in_flight = self.in_flight.saturating_sub(jobs);
-        }
-        self.in_flight > 0
-    }
-
-    /// Waits until every job sent has been synced (and its replies sent), or the thread
-    /// is gone.
-    pub(crate) fn wait(&mut self) {
-        while self.in_flight > 0 {
-            match self.done.recv() {
-                Ok(jobs) => self.in_flight = self.in_flight.saturating_sub(jobs),
-                Err(_) => self.in_flight = 0,
-            }
-        }
-    }
-
-    /// Lets the thread finish every queued job (and its replies), then joins it.
+    /// Lets the thread finish every queued job, then joins it.
     pub(crate) fn stop(&mut self) {
         self.tx = None;
         if let Some(thread) = self.thread.take() {
@@ -109,30 +77,22 @@ impl Drop for Syncer {
     }
 }
 
-fn run(rx: &Receiver<SyncJob>, done: &Sender<usize>, shared: &Shared, durable: &AtomicU64) {
+fn run(rx: &Receiver<SyncJob>, shared: &Shared, durable: &AtomicU64) {
     while let Ok(job) = rx.recv() {
         let mut jobs = vec![job];
         jobs.extend(rx.try_iter());
-        let count = jobs.len();
         let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
         // Jobs queued while an fsync ran may be covered by it already.
-        if upto > durable.load(Ordering::SeqCst) {
-            let poisoned = shared
-                .poisoned
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some();
-            if !poisoned {
-                match sync(&jobs) {
-                    Ok(()) => {
-                        durable.fetch_max(upto, Ordering::SeqCst);
-                    }
-                    Err(info) => poison(shared, &info),
+        if upto > durable.load(Ordering::SeqCst) && shared.poisoned.get().is_none() {
+            match sync(&jobs) {
+                Ok(()) => {
+                    durable.fetch_max(upto, Ordering::SeqCst);
+                }
+                Err(info) => {
+                    shared.poisoned.set(info);
                 }
             }
         }
-        // The writer may be gone (closing); then nobody waits for this.
-        let _ = done.send(count);
     }
 }
 
@@ -154,16 +114,4 @@ fn sync(jobs: &[SyncJob]) -> Result<(), PoisonInfo> {
         last = Some(job.segment);
     }
     Ok(())
-}
-
-/// Records a failed fsync as the log's poison, unless something poisoned it first.
-pub(crate) fn poison(shared: &Shared, info: &PoisonInfo) {
-    let mut slot = shared
-        .poisoned
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if slot.is_none() {
-        tracing::error!(error = %info.error(), "audit log stopped taking entries");
-        *slot = Some(info.clone());
-    }
 }

@@ -24,13 +24,47 @@ const WIDTH: usize = TILE_WIDTH as usize;
 const LEVELS: usize = MAX_TILE_LEVEL as usize + 1;
 
 /// The hashes of one tile level not yet in full tile files: every hash of that tree
-/// level from the start of tile `from` on. Normally less than one tile; more only while
-/// writing full tiles fails (a full disk), so nothing is lost before they are on disk.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// level from the start of tile `from` on. Usually about one tile; more while the tile
+/// thread is behind, or while writing tiles fails (a full disk), so nothing is lost
+/// before it is on disk.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct TileRow {
     pub(crate) from: u64,
-    pub(crate) hashes: Vec<Hash>,
+    /// The row's hashes after the first `written`, which belong to tiles already in
+    /// files. Those are dropped in one move once they are as many as the rest, so a
+    /// row far behind costs no more per tile than one that is not.
+    hashes: Vec<Hash>,
+    written: usize,
 }
+
+impl TileRow {
+    /// The hashes from the start of tile `from` on.
+    pub(crate) fn hashes(&self) -> &[Hash] {
+        self.hashes.get(self.written..).unwrap_or_default()
+    }
+
+    fn push(&mut self, hash: Hash) {
+        self.hashes.push(hash);
+    }
+
+    /// Lets go of the first tile's hashes, its file written.
+    fn drop_tile(&mut self) {
+        self.written += WIDTH;
+        self.from += 1;
+        if self.written >= self.hashes.len().saturating_sub(self.written) {
+            self.hashes.drain(..self.written);
+            self.written = 0;
+        }
+    }
+}
+
+impl PartialEq for TileRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.from == other.from && self.hashes() == other.hashes()
+    }
+}
+
+impl Eq for TileRow {}
 
 /// The tree as the writer grows it: its size, the right edge (the last complete
 /// subtree at every level) and the tile rows in memory.
@@ -61,7 +95,7 @@ impl TreeState {
         let index = self.size;
         let completed = index.trailing_ones() as usize;
         let mut current = leaf;
-        self.rows[0].hashes.push(leaf);
+        self.rows[0].push(leaf);
         for level in 0..completed {
             // The subtree just completed at `level` is a right child; its left sibling
             // is the previous complete subtree at that level, still on the right edge.
@@ -72,7 +106,7 @@ impl TreeState {
             if tree_level.is_multiple_of(usize::from(TILE_HEIGHT)) {
                 let row = tree_level / usize::from(TILE_HEIGHT);
                 if let Some(row) = self.rows.get_mut(row) {
-                    row.hashes.push(current);
+                    row.push(current);
                 }
             }
         }
@@ -98,14 +132,14 @@ impl TreeState {
     /// Hashes held in memory, not yet in full tile files: the derived bytes still to be
     /// written for the entries appended so far.
     pub(crate) fn hashes_in_memory(&self) -> u64 {
-        self.rows.iter().map(|row| row.hashes.len() as u64).sum()
+        self.rows.iter().map(|row| row.hashes().len() as u64).sum()
     }
 
     /// Full tiles still only in memory, with their bytes, to be written.
     pub(crate) fn full_tiles(&self) -> Vec<(Tile, Vec<u8>)> {
         let mut tiles = Vec::new();
         for (level, row) in self.rows.iter().enumerate() {
-            for (k, chunk) in row.hashes.chunks_exact(WIDTH).enumerate() {
+            for (k, chunk) in row.hashes().chunks_exact(WIDTH).enumerate() {
                 if let Ok(tile) = Tile::new(level as u8, row.from + k as u64, TILE_WIDTH) {
                     tiles.push((tile, tile_bytes(chunk)));
                 }
@@ -114,12 +148,38 @@ impl TreeState {
         tiles
     }
 
+    /// Where each level's tiles in memory start: the first tile index per level that
+    /// [`TreeState::new_full_tiles`] has not handed out, for a tree just recovered.
+    pub(crate) fn first_tiles(&self) -> Vec<u64> {
+        self.rows.iter().map(|row| row.from).collect()
+    }
+
+    /// The full tiles in memory from tile `next[level]` on at each level, with their
+    /// bytes; `next` moves past them, so each full tile is handed out once.
+    pub(crate) fn new_full_tiles(&self, next: &mut [u64]) -> Vec<(Tile, Vec<u8>)> {
+        let mut tiles = Vec::new();
+        for ((level, row), next) in self.rows.iter().enumerate().zip(next.iter_mut()) {
+            let full = row.from + (row.hashes().len() / WIDTH) as u64;
+            for index in (*next).max(row.from)..full {
+                let start = usize::try_from(index - row.from).unwrap_or(usize::MAX) * WIDTH;
+                let (Some(hashes), Ok(tile)) = (
+                    row.hashes().get(start..start + WIDTH),
+                    Tile::new(level as u8, index, TILE_WIDTH),
+                ) else {
+                    break;
+                };
+                tiles.push((tile, tile_bytes(hashes)));
+            }
+            *next = (*next).max(full);
+        }
+        tiles
+    }
+
     /// Forgets a full tile's hashes once its file is written (oldest first per level).
     pub(crate) fn tile_written(&mut self, tile: &Tile) {
         let row = &mut self.rows[usize::from(tile.level())];
-        if tile.index() == row.from && row.hashes.len() >= WIDTH {
-            row.hashes.drain(..WIDTH);
-            row.from += 1;
+        if tile.index() == row.from && row.hashes().len() >= WIDTH {
+            row.drop_tile();
         }
     }
 
@@ -128,14 +188,14 @@ impl TreeState {
     pub(crate) fn partial_tiles(&self) -> Vec<(Tile, Vec<u8>)> {
         let mut tiles = Vec::new();
         for (level, row) in self.rows.iter().enumerate() {
-            let full = row.hashes.len() / WIDTH;
-            let width = row.hashes.len() % WIDTH;
+            let full = row.hashes().len() / WIDTH;
+            let width = row.hashes().len() % WIDTH;
             if width == 0 {
                 continue;
             }
             // The width is below 256, so it fits in u16.
             if let Ok(tile) = Tile::new(level as u8, row.from + full as u64, width as u16) {
-                tiles.push((tile, tile_bytes(&row.hashes[full * WIDTH..])));
+                tiles.push((tile, tile_bytes(&row.hashes()[full * WIDTH..])));
             }
         }
         tiles
@@ -163,7 +223,7 @@ impl TreeState {
                 let path = dir.join(below.path());
                 let mut bytes = vec![0u8; WIDTH * HASH_SIZE];
                 read_exact_at(&*disk.open_read(&path)?, &mut bytes, 0)?;
-                row.hashes.push(fold(&parse_hashes(&bytes)));
+                row.push(fold(&parse_hashes(&bytes)));
             }
         }
         // The right edge: for each set bit of `size`, the last complete subtree of
@@ -223,7 +283,7 @@ pub(crate) fn fold(hashes: &[Hash]) -> Hash {
 }
 
 /// Writes a tile file, creating its directories when missing. Tiles are not synced
-/// here: the writer syncs them in bulk before each checkpoint.
+/// here: the tile thread syncs them in bulk before each checkpoint.
 pub(crate) fn write_tile(
     disk: &dyn Disk,
     dir: &Path,
@@ -295,7 +355,7 @@ impl HashReader for TileHashes<'_> {
                 if tile.index() >= row.from {
                     let base = ((tile.index() - row.from) as usize) * WIDTH;
                     let slice = row
-                        .hashes
+                        .hashes()
                         .get(base + range.start..base + range.end)
                         .ok_or(TileReadError::Missing { index, stored })?;
                     out[position] = fold(slice);
@@ -382,5 +442,90 @@ mod tests {
         assert_eq!(resumed.size, state.size);
         assert_eq!(resumed.rows, state.rows);
         assert_eq!(resumed.root(), state.root());
+    }
+
+    /// The tile thread gets each full tile once, in order, whether or not the ones
+    /// before were written yet, and the same bytes `full_tiles` gives.
+    #[test]
+    fn new_full_tiles_hands_out_each_full_tile_once() {
+        let mut state = TreeState::new();
+        let mut next = state.first_tiles();
+        let push = |state: &mut TreeState, from: u64, to: u64| {
+            for i in from..to {
+                state.push_leaf(leaf_hash(&i.to_le_bytes()));
+            }
+        };
+        push(&mut state, 0, 3 * 256 + 10);
+        let first = state.new_full_tiles(&mut next);
+        let indexes: Vec<(u8, u64)> = first.iter().map(|(t, _)| (t.level(), t.index())).collect();
+        assert_eq!(indexes, vec![(0, 0), (0, 1), (0, 2)]);
+        assert_eq!(first, state.full_tiles());
+        assert!(
+            state.new_full_tiles(&mut next).is_empty(),
+            "handed out twice"
+        );
+        // Written or not, a tile handed out is not handed out again.
+        state.tile_written(&first[0].0);
+        push(&mut state, 3 * 256 + 10, 4 * 256);
+        let second = state.new_full_tiles(&mut next);
+        let indexes: Vec<(u8, u64)> = second.iter().map(|(t, _)| (t.level(), t.index())).collect();
+        assert_eq!(indexes, vec![(0, 3)]);
+        assert_eq!(Some(&second[0]), state.full_tiles().last());
+        // A level-1 tile completes after 256 level-0 tiles.
+        push(&mut state, 4 * 256, 256 * 256);
+        let third = state.new_full_tiles(&mut next);
+        assert_eq!(third.len(), 256 - 4 + 1);
+        assert_eq!(
+            third.last().map(|(t, _)| (t.level(), t.index())),
+            Some((1, 0))
+        );
+    }
+
+    /// Tiles written long after they filled, many at a time, as when the tile thread is
+    /// behind: reads still mix memory and files correctly, and the rows end up the same
+    /// as when every tile is written at once.
+    #[test]
+    fn tiles_written_late_leave_the_same_state() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = super::super::disk::FsDisk;
+        let mut reference = MemoryHashes::new();
+        let tree = RwLock::new(TreeState::new());
+        let mut eager = TreeState::new();
+        let mut next = tree.read().expect("lock").first_tiles();
+        let mut behind = Vec::new();
+        for i in 0..(40 * 256 + 77) as u64 {
+            let leaf = leaf_hash(&i.to_le_bytes());
+            reference.append(leaf);
+            eager.push_leaf(leaf);
+            for (tile, _) in eager.full_tiles() {
+                eager.tile_written(&tile);
+            }
+            let mut state = tree.write().expect("lock");
+            state.push_leaf(leaf);
+            behind.extend(state.new_full_tiles(&mut next));
+            // Every 13 tiles, write what is behind.
+            if behind.len() >= 13 {
+                for (tile, bytes) in behind.drain(..) {
+                    write_tile(&disk, dir.path(), &tile, &bytes).expect("write tile");
+                    state.tile_written(&tile);
+                }
+            }
+        }
+        let reader = TileHashes::new(&disk, dir.path(), &tree);
+        let size = 40 * 256 + 77;
+        for index in [0, 255, 256, 3000, size - 1] {
+            assert_eq!(
+                prove_inclusion(size, index, &reader).expect("tiles"),
+                prove_inclusion(size, index, &reference).expect("memory"),
+                "index {index}"
+            );
+        }
+        let mut state = tree.write().expect("lock");
+        for (tile, bytes) in behind.drain(..) {
+            write_tile(&disk, dir.path(), &tile, &bytes).expect("write tile");
+            state.tile_written(&tile);
+        }
+        assert_eq!(state.rows, eager.rows);
+        assert_eq!(state.hashes_in_memory(), eager.hashes_in_memory());
     }
 }

@@ -1,31 +1,35 @@
 //! The writer thread: the only code that appends to segments. It takes requests from a
-//! bounded queue, commits them in groups (one write for everything queued), hashes the
-//! new entries into the tree, writes full tiles, rolls segments and signs checkpoints.
-//! The fsyncs run on the sync thread (`syncer.rs`), which acknowledges `sync` appends,
-//! so the next group is written while the previous one is being synced. On a disk
-//! without sync handles the writer syncs itself, one fsync per group.
+//! bounded queue, commits them in groups (one write for everything queued), keeps the
+//! byte cap, rolls segments and decides when a checkpoint is signed. What a write makes
+//! visible (hashes, tiles, segment views, keys, answers, checkpoints) is done by the
+//! publisher thread (`publisher.rs`), which gets each written group as a [`Step`].
+//!
+//! In `sync` mode the writer fdatasyncs each group itself, right after its write, as a
+//! plain write+fdatasync loop would: the appends that arrive meanwhile wait in the
+//! queue and make the next group, taken without any thread handoff once the fsync ends,
+//! while the publisher hashes and answers the group before. In `batch` and `async`
+//! mode entries are acknowledged at the write (or before), so the fsyncs run on the
+//! sync thread (`syncer.rs`) while the writer goes on writing; on a disk without sync
+//! handles the writer syncs itself at `batch_window`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use dynscale_core::merkle::{Checkpoint, HASH_SIZE, Signer, Tile, leaf_hash, sign_checkpoint};
-use tokio::sync::oneshot;
+use dynscale_core::merkle::{HASH_SIZE, Signer};
 
-use super::checkpoint_file::{self, LATEST, TMP_DIR};
-use super::disk::{AppendFile, SyncFile, is_no_space, replace_file};
+use super::disk::{AppendFile, SyncFile, is_no_space};
 use super::error::AuditError;
 use super::frame::FrameFormat;
-use super::key_index;
-use super::log::{Keys, PoisonInfo, SegmentEntry, Shared};
+use super::log::{PoisonInfo, Shared};
+use super::publisher::{CheckpointReply, PublisherHandle, PublisherStart, Reply, Step, Written};
 use super::retention::Poker;
-use super::segment::{self, OFFSET_STRIDE, SEGMENTS_DIR, SegmentFile, SegmentView, entry_key};
+use super::segment::{self, SEGMENTS_DIR, SegmentFile};
 use super::syncer::{SyncJob, Syncer};
-use super::tiles::{TILE_DIR, write_tile};
 use super::{AuditConfig, Durability};
 
 /// A request to the writer.
@@ -36,12 +40,10 @@ pub(crate) enum Request {
     Append {
         entries: Vec<Vec<u8>>,
         first: Option<u64>,
-        reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
+        reply: Option<Reply>,
     },
     /// Sign a checkpoint at the current size.
-    Checkpoint {
-        reply: SyncSender<Result<String, AuditError>>,
-    },
+    Checkpoint { reply: CheckpointReply },
     /// Drain, sync, checkpoint and stop.
     Close {
         reply: SyncSender<Result<(), AuditError>>,
@@ -56,23 +58,20 @@ const MAX_GROUP_BYTES: u64 = 8 << 20;
 /// byte of higher tiles, a 20-byte key index record), reserved under the byte cap
 /// together with its frame so the cap holds for the whole directory.
 const DERIVED_BYTES_PER_ENTRY: u64 = 64;
+/// Key index bytes reserved per entry of a segment whose index is not written yet.
+const INDEX_BYTES_PER_ENTRY: u64 = 20;
 /// Reserved under the byte cap for the next checkpoint: two copies of the note and the
 /// partial tiles above level 0.
 const CHECKPOINT_RESERVE: u64 = 4096;
 /// How soon async entries that found no space are tried again.
 const FULL_RETRY: Duration = Duration::from_millis(20);
-/// Above this many unsynced tiles one `syncfs` is cheaper than a sync per file.
-const SYNCFS_THRESHOLD: usize = 8;
-
-/// Where an append's first index (or its failure) goes.
-type Reply = oneshot::Sender<Result<u64, AuditError>>;
 
 /// An append waiting to be written.
 #[derive(Debug)]
 struct Pending {
     entries: Vec<Vec<u8>>,
     first: Option<u64>,
-    reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    reply: Option<Reply>,
     bytes: u64,
 }
 
@@ -81,6 +80,8 @@ struct Pending {
 struct Group {
     requests: Vec<Request>,
     entries: usize,
+    /// Entries already taken off the log's queued count.
+    counted: usize,
     bytes: u64,
     /// A close request was taken: it ends the group.
     closed: bool,
@@ -116,7 +117,7 @@ impl Failure {
     }
 }
 
-/// What recovery hands the writer.
+/// What recovery hands the writer (and through it the publisher).
 #[derive(Debug)]
 pub(crate) struct WriterStart {
     pub(crate) active: Box<dyn AppendFile>,
@@ -143,8 +144,6 @@ pub(crate) struct Writer {
     batch_window: Duration,
     segment_bytes: u64,
     checkpoint_interval: Duration,
-    origin: String,
-    signer: Signer,
     active: Box<dyn AppendFile>,
     active_path: PathBuf,
     active_first: u64,
@@ -155,26 +154,24 @@ pub(crate) struct Writer {
     synced_next: u64,
     /// Entries below this index are queued for an fsync on the sync thread.
     sync_requested: u64,
-    /// `sync` appends written and waiting for their fsync: reply, first index, end.
-    awaiting: VecDeque<(Reply, u64, u64)>,
     unsynced_since: Option<Instant>,
-    unsynced_tiles: Vec<PathBuf>,
-    partial_written: BTreeMap<(u8, u64), u64>,
-    pending_idx: Vec<u64>,
+    /// The frames of the group being written, kept to spare an allocation per group.
+    buf: Vec<u8>,
     /// Async appends (already acknowledged) that found no space, oldest first.
     stalled: VecDeque<Pending>,
     retry_at: Option<Instant>,
-    last_checkpoint: Option<u64>,
     next_checkpoint_at: Instant,
-    poker: Option<Poker>,
     poisoned: Option<PoisonInfo>,
-    /// The sync thread, when the disk gives sync handles.
+    publisher: PublisherHandle,
+    /// The sync thread (`batch` and `async` mode, when the disk gives sync handles).
     syncer: Option<Syncer>,
     /// The sync handle of the active segment.
     active_sync: Option<Arc<dyn SyncFile>>,
 }
 
 impl Writer {
+    /// Sets the writer up and starts its publisher thread (and, outside `sync` mode,
+    /// its sync thread).
     pub(crate) fn new(
         shared: Arc<Shared>,
         rx: Receiver<Request>,
@@ -183,28 +180,57 @@ impl Writer {
         start: WriterStart,
         last_checkpoint: Option<u64>,
         poker: Option<Poker>,
-    ) -> Self {
-        let active_sync = start.active.sync_handle().unwrap_or_else(|error| {
-            tracing::warn!(%error, "audit log: no sync handle; the writer thread will fsync");
-            None
-        });
-        let syncer = match active_sync {
-            Some(_) => Syncer::start(Arc::clone(&shared), start.next)
-                .map_err(|error| {
-                    tracing::warn!(%error, "audit log: no sync thread; the writer thread will fsync");
-                })
-                .ok(),
-            None => None,
+    ) -> io::Result<Self> {
+        let unindexed: u64 = {
+            let segments = shared
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            segments
+                .iter()
+                .filter(|s| start.pending_idx.contains(&s.view.first))
+                .map(|s| s.view.count)
+                .sum()
         };
-        Self {
+        shared.unindexed.store(unindexed, Ordering::SeqCst);
+        let publisher = PublisherHandle::start(
+            Arc::clone(&shared),
+            config,
+            signer,
+            PublisherStart {
+                next: start.next,
+                active_first: start.active_first,
+                unsynced_tiles: start.unsynced_tiles,
+                partial_written: start.partial_written,
+                pending_idx: start.pending_idx,
+                last_checkpoint,
+            },
+            poker,
+        )?;
+        let (syncer, active_sync) = if config.durability == Durability::Sync {
+            (None, None)
+        } else {
+            let active_sync = start.active.sync_handle().unwrap_or_else(|error| {
+                tracing::warn!(%error, "audit log: no sync handle; the writer thread will fsync");
+                None
+            });
+            let syncer = match active_sync {
+                Some(_) => Syncer::start(Arc::clone(&shared), start.next)
+                    .map_err(|error| {
+                        tracing::warn!(%error, "audit log: no sync thread; the writer thread will fsync");
+                    })
+                    .ok(),
+                None => None,
+            };
+            (syncer, active_sync)
+        };
+        Ok(Self {
             shared,
             rx,
             durability: config.durability,
             batch_window: config.batch_window,
             segment_bytes: config.segment_bytes,
             checkpoint_interval: config.checkpoint_interval,
-            origin: config.origin.clone(),
-            signer,
             active: start.active,
             active_path: start.active_path,
             active_first: start.active_first,
@@ -213,62 +239,35 @@ impl Writer {
             next: start.next,
             synced_next: start.next,
             sync_requested: start.next,
-            awaiting: VecDeque::new(),
             unsynced_since: None,
-            unsynced_tiles: start.unsynced_tiles,
-            partial_written: start.partial_written,
-            pending_idx: start.pending_idx,
+            buf: Vec::new(),
             stalled: VecDeque::new(),
             retry_at: None,
-            last_checkpoint,
             next_checkpoint_at: Instant::now() + config.checkpoint_interval,
-            poker,
             poisoned: None,
+            publisher,
             syncer,
             active_sync,
-        }
+        })
     }
 
     /// The thread's body: until closed, take a group of requests, commit it, run the
-    /// timers (batch fsync, retries, checkpoints).
-    ///
-    /// In `sync` mode, one write per fsync: while the sync thread fsyncs the last
-    /// group, the writer takes what is queued and then waits for that fsync to end; the
-    /// next group is everything queued until then, written with one call. Requests that
-    /// arrive during the wait stay in the bounded queue, which is what holds appenders
-    /// back. In `batch` and `async` mode entries are written as they come: they are
-    /// acknowledged at the write (or before), so holding them would add an fsync to each
-    /// acknowledgement (and in `async` mode widen what a crash loses and find a full cap
-    /// later); the sync thread still fsyncs whatever is written, as soon as it can.
+    /// timers (batch fsync, retries, checkpoints). In `sync` mode the commit ends with
+    /// the group's fsync, so what arrives during it is the next group.
     pub(crate) fn run(mut self) {
         loop {
             let mut group = Group::default();
-            if self.durability == Durability::Sync
-                && let Some(syncer) = &mut self.syncer
-                && syncer.busy()
-            {
-                self.drain(&mut group);
-                if let Some(syncer) = &mut self.syncer {
-                    syncer.wait();
-                }
-            }
-            if group.requests.is_empty() {
-                // Nothing new to write before answering: answer now.
-                self.release_durable();
-            }
-            if group.requests.is_empty() {
-                let wait = self
-                    .next_deadline()
-                    .saturating_duration_since(Instant::now());
-                match self.rx.recv_timeout(wait) {
-                    Ok(request) => self.take(&mut group, request),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => {
-                        if let Err(error) = self.finish() {
-                            tracing::error!(%error, "audit log: closing after the last handle was dropped failed");
-                        }
-                        return;
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(request) => self.take(&mut group, request),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Err(error) = self.finish() {
+                        tracing::error!(%error, "audit log: closing after the last handle was dropped failed");
                     }
+                    return;
                 }
             }
             self.drain(&mut group);
@@ -295,7 +294,8 @@ impl Writer {
         deadline
     }
 
-    /// Adds a request taken from the queue to `group`.
+    /// Adds a request taken from the queue to `group` (`drain` follows, which accounts
+    /// for it).
     fn take(&mut self, group: &mut Group, request: Request) {
         match &request {
             Request::Append { entries, .. } => {
@@ -304,9 +304,6 @@ impl Writer {
                     .iter()
                     .map(|entry| self.active_format.frame_len(entry.len()))
                     .sum::<u64>();
-                self.shared
-                    .queued
-                    .fetch_sub(entries.len(), Ordering::SeqCst);
             }
             Request::Close { .. } => group.closed = true,
             Request::Checkpoint { .. } => {}
@@ -323,6 +320,12 @@ impl Writer {
             }
         }
         if !group.requests.is_empty() {
+            // One update of the shared count per group, not one per request: appenders
+            // update it too.
+            self.shared
+                .queued
+                .fetch_sub(group.entries - group.counted, Ordering::SeqCst);
+            group.counted = group.entries;
             // Slots are free again: wake appenders waiting for them.
             self.shared.space.notify_waiters();
         }
@@ -354,7 +357,7 @@ impl Writer {
                 }
                 Request::Checkpoint { reply } => {
                     self.commit(std::mem::take(&mut appends));
-                    let _ = reply.send(self.checkpoint());
+                    self.checkpoint(Some(reply));
                 }
                 Request::Close { reply } => {
                     self.commit(appends);
@@ -375,7 +378,6 @@ impl Writer {
             // Acknowledged already: queue behind any that are waiting for space.
             self.stalled.extend(appends);
             self.flush_stalled();
-            self.request_sync(self.next);
             return;
         }
         if let Some(info) = &self.poisoned {
@@ -385,48 +387,43 @@ impl Writer {
             }
             return;
         }
-        let results = self.write(&appends);
-        if self.syncer.is_some() && self.active_sync.is_some() {
-            // The sync thread fsyncs what was written (`batch` and `async` too: an entry
-            // is durable one fsync after its write); `sync` appends wait for that fsync.
-            for (pending, result) in appends.into_iter().zip(results) {
-                let count = pending.entries.len() as u64;
-                match (result, pending.reply) {
-                    (Ok(first), Some(to)) if self.durability == Durability::Sync => {
-                        self.awaiting.push_back((to, first, first + count));
-                    }
-                    (result, to) => {
-                        reply(to, result.map_err(|failure| failure.error(&self.shared)))
-                    }
-                }
-            }
-            self.request_sync(self.next);
-            self.release_durable();
-            return;
+        for (pending, failure) in self.write(appends) {
+            reply(pending.reply, Err(failure.error(&self.shared)));
         }
-        if self.durability == Durability::Sync && self.synced_next < self.next {
-            // One fsync acknowledges the whole group. A failure poisons the log; the
-            // requests it leaves unsynced are failed below.
+        if self.durability == Durability::Sync {
+            // One fsync acknowledges the whole group (through the publisher). A failure
+            // poisons the log, and the publisher fails the appends it left unsynced.
             let _ = self.sync_active();
         }
-        for (pending, result) in appends.into_iter().zip(results) {
-            let count = pending.entries.len() as u64;
-            let result = match result {
-                Ok(first)
-                    if self.durability == Durability::Sync && first + count > self.synced_next =>
-                {
-                    Err(self.poison_error())
-                }
-                Ok(first) => Ok(first),
-                Err(failure) => Err(failure.error(&self.shared)),
-            };
-            reply(pending.reply, result);
+    }
+
+    /// Makes everything written durable and has the publisher sign a checkpoint (and
+    /// write the key indexes still missing). `reply` gets the note; without one (the
+    /// periodic checkpoint) the publisher signs only when the log grew.
+    fn checkpoint(&mut self, reply: Option<CheckpointReply>) {
+        let synced = self
+            .sync_active()
+            .map_err(|failure| failure.error(&self.shared));
+        match (synced, reply) {
+            (Err(error), Some(reply)) => {
+                let _ = reply.send(Err(error));
+            }
+            (Err(_), None) => {}
+            (Ok(()), reply) => self.publish(Step::Checkpoint { reply }),
+        }
+    }
+
+    /// Hands a step to the publisher. Its thread ends only at close, or by a bug (a
+    /// panic); then nothing more can be answered, and the log stops taking entries.
+    fn publish(&mut self, step: Step) {
+        if self.publisher.send(step).is_err() && self.poisoned.is_none() {
+            self.poison("publish", io::ErrorKind::BrokenPipe);
         }
     }
 
     /// Queues an fsync of the entries below `upto` on the sync thread, unless one is
     /// queued already. Without a sync thread, or when it is gone, the writer syncs
-    /// itself (a failure poisons the log).
+    /// itself at the batch window (a failure poisons the log).
     fn request_sync(&mut self, upto: u64) {
         if self.sync_requested >= upto {
             return;
@@ -442,58 +439,17 @@ impl Writer {
                 .is_ok()
         {
             self.sync_requested = upto;
-            // The sync thread owns the batch window now.
-            self.unsynced_since = None;
             return;
         }
-        let _ = self.sync_active();
-    }
-
-    /// Answers the `sync` appends whose entries are durable, and fails those a
-    /// poisoning left unsynced. When nothing queued on the sync thread can make the
-    /// oldest durable (the thread is gone), the writer syncs itself.
-    fn release_durable(&mut self) {
-        let Some(&(_, _, needed)) = self.awaiting.back() else {
-            return;
-        };
-        let in_flight = self.syncer.as_mut().is_some_and(Syncer::busy);
-        if let Some(syncer) = &self.syncer {
-            self.synced_next = self.synced_next.max(syncer.durable().min(self.next));
-        }
-        if self.synced_next < needed && !in_flight {
-            let _ = self.sync_active();
-        }
-        self.take_poison();
-        while let Some(&(_, first, end)) = self.awaiting.front() {
-            let result = if end <= self.synced_next {
-                Ok(first)
-            } else if let Some(info) = &self.poisoned {
-                Err(info.error())
-            } else {
-                break;
-            };
-            if let Some((to, _, _)) = self.awaiting.pop_front() {
-                reply(Some(to), result);
-            }
+        if self.unsynced_since.is_none() {
+            self.unsynced_since = Some(Instant::now());
         }
     }
 
     /// Picks up a poisoning by the sync thread.
     fn take_poison(&mut self) {
         if self.poisoned.is_none() {
-            self.poisoned = self
-                .shared
-                .poisoned
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-        }
-    }
-
-    fn poison_error(&self) -> AuditError {
-        match &self.poisoned {
-            Some(info) => info.error(),
-            None => AuditError::Closed,
+            self.poisoned = self.shared.poisoned.get();
         }
     }
 
@@ -502,6 +458,7 @@ impl Writer {
         if self.stalled.is_empty() {
             return;
         }
+        self.take_poison();
         if let Some(info) = &self.poisoned {
             tracing::error!(
                 lost = self.stalled.iter().map(|p| p.entries.len()).sum::<usize>(),
@@ -512,12 +469,9 @@ impl Writer {
             return;
         }
         let pending: Vec<Pending> = self.stalled.drain(..).collect();
-        let results = self.write(&pending);
-        for (pending, result) in pending.into_iter().zip(results) {
-            if result.is_err() {
-                self.stalled.push_back(pending);
-            }
-        }
+        let unwritten = self.write(pending);
+        self.stalled
+            .extend(unwritten.into_iter().map(|(pending, _)| pending));
         if self.stalled.is_empty() {
             self.shared.full.store(false, Ordering::SeqCst);
             self.retry_at = None;
@@ -527,18 +481,18 @@ impl Writer {
         }
     }
 
-    /// Writes requests in order, rolling segments between requests. Returns each
-    /// request's first index, or why it was not written; once one fails, every later
-    /// one fails too, so indexes stay dense.
-    fn write(&mut self, appends: &[Pending]) -> Vec<Result<u64, Failure>> {
-        let mut results: Vec<Option<Result<u64, Failure>>> = vec![None; appends.len()];
+    /// Writes requests in order, rolling segments between requests, and hands what was
+    /// written to the publisher. Returns the requests not written, in order, each with
+    /// why; once one fails, every later one fails too, so indexes stay dense.
+    fn write(&mut self, appends: Vec<Pending>) -> Vec<(Pending, Failure)> {
+        let mut unwritten = Vec::new();
         let mut failed: Option<Failure> = None;
         let cap = self.shared.max_bytes();
         let mut reserved =
             self.shared.used_bytes.load(Ordering::SeqCst) + self.outstanding_derived();
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
         let mut chunk = Vec::new();
-        for (i, pending) in appends.iter().enumerate() {
+        for pending in appends {
             if failed.is_none() {
                 reserved += pending.bytes + DERIVED_BYTES_PER_ENTRY * pending.entries.len() as u64;
                 if cap.is_some_and(|cap| reserved > cap) {
@@ -549,147 +503,99 @@ impl Writer {
                 && self.active_len + buf.len() as u64 + pending.bytes > self.segment_bytes
                 && self.active_len + buf.len() as u64 > self.active_format.header_len()
             {
-                if let Err(failure) = self.flush_chunk(&mut buf, &mut chunk, appends, &mut results)
-                {
+                if let Err(failure) = self.flush_chunk(&mut buf, &mut chunk, &mut unwritten) {
                     failed = Some(failure);
                 } else if let Err(failure) = self.roll() {
                     failed = Some(failure);
                 }
             }
             if let Some(failure) = &failed {
-                results[i] = Some(Err(failure.clone()));
+                unwritten.push((pending, failure.clone()));
                 continue;
             }
             for entry in &pending.entries {
                 self.active_format.encode(&mut buf, entry);
             }
-            chunk.push(i);
+            chunk.push(pending);
         }
         // The requests encoded before any failure are written even when a later one
-        // found no room; a failed flush is recorded in `results`.
-        let _ = self.flush_chunk(&mut buf, &mut chunk, appends, &mut results);
-        if results
+        // found no room; a failed flush puts them in `unwritten`, in order.
+        let _ = self.flush_chunk(&mut buf, &mut chunk, &mut unwritten);
+        self.buf = buf;
+        if unwritten
             .iter()
-            .any(|r| matches!(r, Some(Err(Failure::Full { .. }))))
+            .any(|(_, failure)| matches!(failure, Failure::Full { .. }))
         {
             self.shared.full.store(true, Ordering::SeqCst);
         } else if self.durability != Durability::Async {
             self.shared.full.store(false, Ordering::SeqCst);
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Failure::Full { disk: false })))
-            .collect()
+        unwritten
     }
 
     /// Derived bytes the entries written so far will still add: hashes not yet in full
-    /// tiles, and the key index of the active segment.
+    /// tiles (including those of entries the publisher has not hashed yet), and the key
+    /// indexes of the active segment and of sealed ones still without their file.
     fn outstanding_derived(&self) -> u64 {
-        let hashes = self
-            .shared
-            .tree
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .hashes_in_memory();
-        hashes * HASH_SIZE as u64 + (self.next - self.active_first) * 20 + CHECKPOINT_RESERVE
+        let (hashes, hashed) = {
+            let tree = self
+                .shared
+                .tree
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            (tree.hashes_in_memory(), tree.size())
+        };
+        let unhashed = self.next.saturating_sub(hashed);
+        let unindexed =
+            self.next - self.active_first + self.shared.unindexed.load(Ordering::SeqCst);
+        (hashes + unhashed) * HASH_SIZE as u64
+            + unindexed * INDEX_BYTES_PER_ENTRY
+            + CHECKPOINT_RESERVE
     }
 
-    /// Writes the frames of `chunk` (requests whose frames are in `buf`) with one call,
-    /// then publishes them: segment view, keys, tree, acknowledged size.
+    /// Writes the frames of `chunk` (requests whose frames are in `buf`) with one call
+    /// and hands them to the publisher; outside `sync` mode their fsync is queued first.
+    /// On failure the chunk's requests go to the front of `unwritten`.
     fn flush_chunk(
         &mut self,
         buf: &mut Vec<u8>,
-        chunk: &mut Vec<usize>,
-        appends: &[Pending],
-        results: &mut [Option<Result<u64, Failure>>],
+        chunk: &mut Vec<Pending>,
+        unwritten: &mut Vec<(Pending, Failure)>,
     ) -> Result<(), Failure> {
         if chunk.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.active.append(buf) {
+        let written = self.active.append(buf);
+        let written_len = buf.len() as u64;
+        buf.clear();
+        if let Err(error) = written {
             let failure = self.undo_write(error);
-            for &i in chunk.iter() {
-                results[i] = Some(Err(failure.clone()));
-            }
-            buf.clear();
-            chunk.clear();
+            let later = std::mem::take(unwritten);
+            unwritten.extend(chunk.drain(..).map(|pending| (pending, failure.clone())));
+            unwritten.extend(later);
             return Err(failure);
         }
-        // The fsync starts now, while the entries are hashed and published, and the
-        // `sync` appends of the group before (durable by now) are answered.
-        let end = self.next
-            + chunk
-                .iter()
-                .map(|&i| appends[i].entries.len() as u64)
-                .sum::<u64>();
-        let syncing = self.syncer.is_some() && self.active_sync.is_some();
-        if syncing {
-            self.request_sync(end);
-            self.release_durable();
-        }
-        let mut offset = self.active_len;
-        let mut offsets = Vec::new();
-        let mut keys = Vec::new();
-        let mut leaves = Vec::new();
-        for &i in chunk.iter() {
-            let pending = &appends[i];
+        let first = self.next;
+        let offset = self.active_len;
+        let mut appends = Vec::with_capacity(chunk.len());
+        for pending in chunk.drain(..) {
             debug_assert!(pending.first.is_none_or(|first| first == self.next));
-            results[i] = Some(Ok(self.next));
-            for entry in &pending.entries {
-                if (self.next - self.active_first).is_multiple_of(OFFSET_STRIDE) {
-                    offsets.push(offset);
-                }
-                leaves.push(leaf_hash(entry));
-                if let Some(key) = entry_key(entry) {
-                    keys.push((key, self.next));
-                }
-                offset += self.active_format.frame_len(entry.len());
-                self.next += 1;
-            }
+            self.next += pending.entries.len() as u64;
+            appends.push((pending.entries, pending.reply));
         }
-        self.active_len = offset;
+        self.active_len += written_len;
         self.shared
             .used_bytes
-            .fetch_add(buf.len() as u64, Ordering::SeqCst);
-        {
-            let mut segments = self
-                .shared
-                .segments
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(active) = segments.last_mut() {
-                active.view.count = self.next - self.active_first;
-                active.view.len = self.active_len;
-                Arc::make_mut(&mut active.view.offsets).extend(offsets);
-                if let Keys::Memory(map) = &mut active.keys {
-                    for (key, index) in keys {
-                        map.entry(key).or_insert(index);
-                    }
-                }
-            }
+            .fetch_add(written_len, Ordering::SeqCst);
+        if self.durability != Durability::Sync {
+            self.request_sync(self.next);
         }
-        {
-            let mut tree = self
-                .shared
-                .tree
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            for leaf in leaves {
-                tree.push_leaf(leaf);
-            }
-        }
-        if self.durability != Durability::Async {
-            self.shared.acked.fetch_max(self.next, Ordering::SeqCst);
-        }
-        if !syncing && self.unsynced_since.is_none() {
-            self.unsynced_since = Some(Instant::now());
-        }
-        buf.clear();
-        chunk.clear();
-        if let Err(error) = self.write_full_tiles() {
-            // Tiles are derived; they stay in memory and are tried again.
-            tracing::warn!(%error, "audit log: writing a full tile failed");
-        }
+        self.publish(Step::Written(Written {
+            first,
+            offset,
+            format: self.active_format,
+            appends,
+        }));
         Ok(())
     }
 
@@ -711,23 +617,18 @@ impl Writer {
     }
 
     fn poison(&mut self, op: &'static str, kind: io::ErrorKind) -> Failure {
-        let info = PoisonInfo {
+        let info = self.shared.poisoned.set(PoisonInfo {
             op,
             path: self.active_path.clone(),
             kind,
-        };
-        tracing::error!(error = %info.error(), "audit log stopped taking entries");
-        *self
-            .shared
-            .poisoned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(info.clone());
+        });
         self.poisoned = Some(info.clone());
         Failure::Poisoned(info)
     }
 
-    /// fdatasyncs the active segment. A failure poisons the log: after a failed fsync
-    /// the kernel may have dropped the dirty pages, so what is on disk is unknown.
+    /// fdatasyncs the active segment and tells the publisher how far entries are
+    /// durable. A failure poisons the log: after a failed fsync the kernel may have
+    /// dropped the dirty pages, so what is on disk is unknown.
     fn sync_active(&mut self) -> Result<(), Failure> {
         self.take_poison();
         if let Some(info) = &self.poisoned {
@@ -739,17 +640,23 @@ impl Writer {
         if self.synced_next == self.next && self.unsynced_since.is_none() {
             return Ok(());
         }
-        match self.active.sync_data() {
+        let result = match self.active.sync_data() {
             Ok(()) => {
                 self.synced_next = self.next;
                 self.unsynced_since = None;
                 Ok(())
             }
             Err(error) => Err(self.poison("fsync", error.kind())),
-        }
+        };
+        // After a failure too: the publisher then fails the `sync` appends above it.
+        self.publish(Step::Synced {
+            durable: self.synced_next,
+        });
+        result
     }
 
-    /// Seals the active segment (synced, key index written) and starts the next one.
+    /// Seals the active segment (synced) and starts the next one; the publisher writes
+    /// the sealed segment's key index.
     fn roll(&mut self) -> Result<(), Failure> {
         self.sync_active()?;
         let disk = Arc::clone(&self.shared.disk);
@@ -780,10 +687,12 @@ impl Writer {
             return Err(io_failure("fsync directory", error));
         }
         let sealed = self.active_first;
-        self.active_sync = file.sync_handle().unwrap_or_else(|error| {
-            tracing::warn!(%error, "audit log: no sync handle; the writer thread will fsync");
-            None
-        });
+        if self.syncer.is_some() {
+            self.active_sync = file.sync_handle().unwrap_or_else(|error| {
+                tracing::warn!(%error, "audit log: no sync handle; the writer thread will fsync");
+                None
+            });
+        }
         self.active = file;
         self.active_path = path;
         self.active_first = self.next;
@@ -793,191 +702,14 @@ impl Writer {
             .used_bytes
             .fetch_add(self.active_len, Ordering::SeqCst);
         self.shared
-            .segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(SegmentEntry {
-                view: SegmentView {
-                    first: self.next,
-                    count: 0,
-                    len: self.active_len,
-                    compressed: false,
-                    offsets: Arc::new(Vec::new()),
-                },
-                keys: Keys::Memory(Default::default()),
-            });
-        self.pending_idx.push(sealed);
-        self.write_pending_idx();
-        if let Some(poker) = &self.poker {
-            poker.poke();
-        }
+            .unindexed
+            .fetch_add(self.next - sealed, Ordering::SeqCst);
+        self.publish(Step::Rolled {
+            sealed,
+            first: self.next,
+            len: self.active_len,
+        });
         Ok(())
-    }
-
-    /// Writes the key index of every sealed segment still missing one; a failure (a
-    /// full disk) keeps its keys in memory and is retried at the next checkpoint tick.
-    fn write_pending_idx(&mut self) {
-        let pending = std::mem::take(&mut self.pending_idx);
-        for first in pending {
-            if let Err(error) = write_idx(&self.shared, first) {
-                tracing::warn!(%error, segment = first, "audit log: writing a key index failed");
-                self.pending_idx.push(first);
-            }
-        }
-    }
-
-    /// Writes every full tile still in memory, oldest first.
-    fn write_full_tiles(&mut self) -> Result<(), AuditError> {
-        let tiles = self
-            .shared
-            .tree
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .full_tiles();
-        let disk = Arc::clone(&self.shared.disk);
-        for (tile, bytes) in tiles {
-            let path = write_tile(&*disk, &self.shared.dir, &tile, &bytes)
-                .map_err(|e| AuditError::io("write tile", self.shared.dir.join(tile.path()), e))?;
-            self.unsynced_tiles.push(path);
-            self.shared
-                .tree
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .tile_written(&tile);
-            self.shared
-                .used_bytes
-                .fetch_add(bytes.len() as u64, Ordering::SeqCst);
-            // The full tile supersedes the partial ones (C2SP lets them go).
-            self.remove_partials(&tile);
-        }
-        Ok(())
-    }
-
-    /// Removes the partial versions of a tile, if any were written.
-    fn remove_partials(&mut self, tile: &Tile) {
-        let Some(bytes) = self.partial_written.remove(&(tile.level(), tile.index())) else {
-            return;
-        };
-        if let Some(partials) = partial_dir(&self.shared.dir, tile) {
-            match self.shared.disk.remove_dir_all(&partials) {
-                Ok(()) => {
-                    // Removed unsynced: the partial files' own paths leave the list too.
-                    self.unsynced_tiles
-                        .retain(|path| !path.starts_with(&partials));
-                    let _ = self.shared.used_bytes.fetch_update(
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                        |used| Some(used.saturating_sub(bytes)),
-                    );
-                }
-                Err(error) => {
-                    tracing::warn!(%error, path = %partials.display(), "audit log: removing partial tiles failed");
-                }
-            }
-        }
-    }
-
-    /// Makes every tile written since the last checkpoint durable.
-    fn sync_tiles(&mut self) -> Result<(), AuditError> {
-        if self.unsynced_tiles.is_empty() {
-            return Ok(());
-        }
-        let disk = Arc::clone(&self.shared.disk);
-        let tile_dir = self.shared.dir.join(TILE_DIR);
-        if self.unsynced_tiles.len() > SYNCFS_THRESHOLD {
-            match disk.sync_filesystem(&tile_dir) {
-                Ok(()) => {
-                    self.unsynced_tiles.clear();
-                    return Ok(());
-                }
-                Err(error) if error.kind() == io::ErrorKind::Unsupported => {}
-                Err(error) => return Err(AuditError::io("syncfs", tile_dir, error)),
-            }
-        }
-        let mut dirs = BTreeSet::new();
-        for path in &self.unsynced_tiles {
-            disk.sync_file(path)
-                .map_err(|e| AuditError::io("fsync", path, e))?;
-            // New tiles may sit in new directories: sync each one up to tile/.
-            let mut parent = path.parent();
-            while let Some(dir) = parent {
-                dirs.insert(dir.to_path_buf());
-                if dir == tile_dir {
-                    break;
-                }
-                parent = dir.parent();
-            }
-        }
-        for dir in dirs {
-            disk.sync_dir(&dir)
-                .map_err(|e| AuditError::io("fsync directory", &dir, e))?;
-        }
-        self.unsynced_tiles.clear();
-        Ok(())
-    }
-
-    /// Signs a checkpoint at the current size, after making everything it covers
-    /// durable: the entries, the full tiles, the partial tiles at this size.
-    fn checkpoint(&mut self) -> Result<String, AuditError> {
-        if let Some(info) = &self.poisoned {
-            return Err(info.error());
-        }
-        let size = self.shared.tree_size();
-        if self.last_checkpoint == Some(size)
-            && let Some(note) = self
-                .shared
-                .latest_checkpoint
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        {
-            return Ok(note);
-        }
-        self.sync_active()
-            .map_err(|failure| failure.error(&self.shared))?;
-        self.write_full_tiles()?;
-        let (partials, root) = {
-            let tree = self
-                .shared
-                .tree
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            (tree.partial_tiles(), tree.root())
-        };
-        let disk = Arc::clone(&self.shared.disk);
-        let dir = self.shared.dir.clone();
-        for (tile, bytes) in partials {
-            // Only the latest width of a partial tile is kept: older ones would pile up
-            // at every checkpoint until the tile is full.
-            self.remove_partials(&tile);
-            let path = write_tile(&*disk, &dir, &tile, &bytes)
-                .map_err(|e| AuditError::io("write tile", dir.join(tile.path()), e))?;
-            self.partial_written
-                .insert((tile.level(), tile.index()), bytes.len() as u64);
-            self.unsynced_tiles.push(path);
-            self.shared
-                .used_bytes
-                .fetch_add(bytes.len() as u64, Ordering::SeqCst);
-        }
-        self.sync_tiles()?;
-        let checkpoint =
-            Checkpoint::new(self.origin.clone(), size, root, Vec::new()).map_err(|source| {
-                AuditError::Checkpoint {
-                    path: dir.join(LATEST),
-                    source,
-                }
-            })?;
-        let note = sign_checkpoint(&checkpoint, &self.signer);
-        let written = checkpoint_file::write(&*disk, &dir, size, &note)
-            .map_err(|e| AuditError::io("write checkpoint", dir.join(LATEST), e))?;
-        self.shared.used_bytes.fetch_add(written, Ordering::SeqCst);
-        *self
-            .shared
-            .latest_checkpoint
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(note.clone());
-        self.last_checkpoint = Some(size);
-        Ok(note)
     }
 
     fn on_timers(&mut self) {
@@ -993,18 +725,15 @@ impl Writer {
         }
         if now >= self.next_checkpoint_at {
             self.next_checkpoint_at = now + self.checkpoint_interval;
-            self.write_pending_idx();
-            if self.poisoned.is_none()
-                && self.last_checkpoint != Some(self.shared.tree_size())
-                && let Err(error) = self.checkpoint()
-            {
-                tracing::warn!(%error, "audit log: periodic checkpoint failed");
+            self.take_poison();
+            if self.poisoned.is_none() {
+                self.checkpoint(None);
             }
         }
     }
 
     /// Closing: commit whatever is still queued (other handles may have queued after
-    /// the close), sync, write a final checkpoint.
+    /// the close), sync, have the publisher write a final checkpoint.
     fn finish(&mut self) -> Result<(), AuditError> {
         let mut closers = Vec::new();
         loop {
@@ -1026,21 +755,20 @@ impl Writer {
     }
 
     fn finish_inner(&mut self) -> Result<(), AuditError> {
-        // Every queued fsync runs and every `sync` append is answered first.
+        // Every queued fsync runs first.
         if let Some(mut syncer) = self.syncer.take() {
             syncer.stop();
             self.synced_next = self.synced_next.max(syncer.durable().min(self.next));
         }
-        self.release_durable();
         self.take_poison();
         self.flush_stalled();
-        if let Some(info) = &self.poisoned {
-            return Err(info.error());
+        // Poisoned, the publisher fails what waits and signs nothing.
+        let synced = self.sync_active();
+        let published = self.publisher.close();
+        if let Err(failure) = synced {
+            return Err(failure.error(&self.shared));
         }
-        self.sync_active()
-            .map_err(|failure| failure.error(&self.shared))?;
-        self.write_pending_idx();
-        self.checkpoint()?;
+        published?;
         if !self.stalled.is_empty() {
             let lost: usize = self.stalled.iter().map(|p| p.entries.len()).sum();
             tracing::error!(
@@ -1053,61 +781,10 @@ impl Writer {
     }
 }
 
-fn reply(to: Option<oneshot::Sender<Result<u64, AuditError>>>, result: Result<u64, AuditError>) {
+fn reply(to: Option<Reply>, result: Result<u64, AuditError>) {
     if let Some(to) = to {
         // The appender may have stopped waiting (its future dropped); the entry's fate
         // is the same either way.
         let _ = to.send(result);
     }
-}
-
-/// The `.p` directory holding a tile's partial versions.
-fn partial_dir(dir: &Path, tile: &Tile) -> Option<PathBuf> {
-    let partial = Tile::new(tile.level(), tile.index(), 1).ok()?;
-    dir.join(partial.path()).parent().map(Path::to_path_buf)
-}
-
-/// Writes the key index of sealed segment `first` from its in-memory keys, durably,
-/// and switches its lookups to the file.
-pub(crate) fn write_idx(shared: &Shared, first: u64) -> Result<(), AuditError> {
-    let (view, keys) = {
-        let segments = shared
-            .segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(segment) = segments.iter().find(|s| s.view.first == first) else {
-            return Ok(());
-        };
-        let Keys::Memory(map) = &segment.keys else {
-            return Ok(());
-        };
-        let keys: Vec<([u8; 16], u64)> = map.iter().map(|(k, i)| (*k, *i)).collect();
-        (segment.view.clone(), keys)
-    };
-    let bytes = key_index::encode(view.first, view.count, view.len, &view.offsets, keys);
-    let name = segment::file_name(first, SegmentFile::Idx);
-    let path = shared.dir.join(SEGMENTS_DIR).join(&name);
-    let tmp = shared.dir.join(TMP_DIR).join(format!("{name}.tmp"));
-    replace_file(&*shared.disk, &tmp, &path, &bytes)
-        .map_err(|e| AuditError::io("write key index", &path, e))?;
-    let summary = key_index::load(&*shared.disk, &path)
-        .map_err(|e| AuditError::io("read key index", &path, e))?
-        .ok_or_else(|| {
-            AuditError::io(
-                "read key index",
-                &path,
-                io::Error::new(io::ErrorKind::InvalidData, "just written, yet unreadable"),
-            )
-        })?;
-    shared
-        .used_bytes
-        .fetch_add(bytes.len() as u64, Ordering::SeqCst);
-    let mut segments = shared
-        .segments
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(segment) = segments.iter_mut().find(|s| s.view.first == first) {
-        segment.keys = Keys::File(Arc::new(summary));
-    }
-    Ok(())
 }
