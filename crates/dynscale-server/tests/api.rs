@@ -6,65 +6,29 @@ mod common;
 use std::path::Path;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use dynscale_server::{Node, ServerConfig};
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
+use dynscale_server::ServerConfig;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use common::Client;
+use common::Api;
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies");
 
-struct Api {
-    http: Client,
-}
-
-impl std::ops::Deref for Api {
-    type Target = Client;
-
-    fn deref(&self) -> &Client {
-        &self.http
-    }
-}
-
 impl Api {
-    async fn open(dir: &Path) -> Self {
-        let config = ServerConfig {
+    async fn in_dir(dir: &Path) -> Self {
+        Api::open(ServerConfig {
             data_dir: dir.to_path_buf(),
             max_body_bytes: 64 * 1024,
             ..ServerConfig::default()
-        };
-        let node = Node::open(config).await.expect("node opens");
-        Api {
-            http: Client {
-                router: node.router(),
-            },
-        }
-    }
-
-    /// A GET whose answer is text (the metrics exposition).
-    async fn text(&self, uri: &str) -> String {
-        let req = Request::builder()
-            .uri(uri)
-            .body(Body::empty())
-            .expect("request builds");
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("router answers");
-        assert_eq!(resp.status(), StatusCode::OK);
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        String::from_utf8(bytes.to_vec()).expect("utf-8")
+        })
+        .await
     }
 
     /// A node in a fresh directory with the example policies pushed; the directory
     /// lives as long as the returned guard.
     async fn with_examples() -> (tempfile::TempDir, Self) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let api = Api::open(dir.path()).await;
+        let api = Api::in_dir(dir.path()).await;
         api.push_examples().await;
         (dir, api)
     }
@@ -559,7 +523,7 @@ async fn rejected_documents_name_the_problem_and_store_nothing() {
 async fn restart_keeps_policies_versions_and_controls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (list, snapshot) = {
-        let api = Api::open(dir.path()).await;
+        let api = Api::in_dir(dir.path()).await;
         api.push_examples().await;
         assert_eq!(
             api.push(&doc("1.0.0", "")).await.status,
@@ -581,7 +545,7 @@ async fn restart_keeps_policies_versions_and_controls() {
             health["snapshot"].clone(),
         )
     };
-    let api = Api::open(dir.path()).await;
+    let api = Api::in_dir(dir.path()).await;
     assert_eq!(api.get("/v1/policies").await.body, list);
     assert_eq!(api.get("/readyz").await.body["snapshot"], snapshot);
     let show = api.get("/v1/policies/sample").await;
@@ -608,7 +572,7 @@ async fn restart_keeps_policies_versions_and_controls() {
 #[tokio::test]
 async fn openapi_covers_every_route() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
+    let api = Api::in_dir(dir.path()).await;
     let doc = api.get("/openapi.json").await.body;
     let paths = doc["paths"].as_object().expect("paths");
     let routes = [
@@ -741,7 +705,7 @@ fn sample(metrics: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn quotas_throttle_with_retry_after_and_leases_hold_until_released() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
+    let api = Api::in_dir(dir.path()).await;
     assert_eq!(api.push(LIMITED).await.status, StatusCode::CREATED);
     let ns = "ops.run.x.us.acme";
 
@@ -815,7 +779,7 @@ async fn quotas_throttle_with_retry_after_and_leases_hold_until_released() {
     assert_eq!(r.body["decision"], true, "{}", r.body);
     assert!(r.body["context"]["lease_id"].is_string());
 
-    let metrics = api.text("/metrics").await;
+    let metrics = api.get("/metrics").await.text;
     assert_eq!(
         sample(&metrics, "dynscale_decisions_total{outcome=\"allow\"}"),
         4.0,
@@ -860,7 +824,7 @@ async fn quotas_throttle_with_retry_after_and_leases_hold_until_released() {
 #[tokio::test]
 async fn a_cost_field_that_is_not_a_count_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
+    let api = Api::in_dir(dir.path()).await;
     let doc = LIMITED.replace("burst: 3 }", "burst: 3, cost: units }");
     assert_eq!(api.push(&doc).await.status, StatusCode::CREATED);
     let r = api

@@ -11,32 +11,19 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use dynscale_core::ids::AgentId;
 use dynscale_core::rollout::{Arm, BasisPoints, RolloutSalt, UnixMillis, assign};
+use dynscale_server::ServerConfig;
 use dynscale_server::config::{RolloutSettings, ScaleConfig};
-use dynscale_server::{Node, ServerConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use common::Client;
+use common::Api;
 
 const NS: &str = "tools.search.eng.usa.acme";
 const POLICY_ID: &str = "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
 
-struct Api {
-    node: Node,
-    http: Client,
-}
-
-impl std::ops::Deref for Api {
-    type Target = Client;
-
-    fn deref(&self) -> &Client {
-        &self.http
-    }
-}
-
 impl Api {
-    async fn open(dir: &Path) -> Self {
+    async fn in_dir(dir: &Path) -> Self {
         let config = ServerConfig {
             data_dir: dir.to_path_buf(),
             // The tests read audit events one by one; host alerts must not add any.
@@ -51,11 +38,7 @@ impl Api {
             },
             ..ServerConfig::default()
         };
-        let node = Node::open(config).await.expect("node opens");
-        let http = Client {
-            router: node.router(),
-        };
-        Api { node, http }
+        Api::open(config).await
     }
 
     async fn pushed(&self, text: &str) -> Value {
@@ -197,7 +180,7 @@ async fn drive(
 }
 
 async fn canary_node(dir: &Path, min_samples: u64) -> Api {
-    let api = Api::open(dir).await;
+    let api = Api::in_dir(dir).await;
     api.pushed(&policy(
         "1.0.0",
         "{ strategy: immediate }",
@@ -353,7 +336,7 @@ async fn a_candidate_adding_250_ms_is_rolled_back_by_the_latency_trigger() {
 #[tokio::test]
 async fn shadow_reports_exactly_the_decisions_the_candidate_flips() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
+    let api = Api::in_dir(dir.path()).await;
     api.pushed(&policy(
         "1.0.0",
         "{ strategy: immediate }",
@@ -447,7 +430,7 @@ async fn shadow_reports_exactly_the_decisions_the_candidate_flips() {
 #[tokio::test]
 async fn quota_rules_follow_the_arm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
+    let api = Api::in_dir(dir.path()).await;
     let quota = "  - id: rate\n    quota: { key: agent, rate: 1/m, burst: 2 }\n";
     api.pushed(&policy(
         "1.0.0",
@@ -504,7 +487,7 @@ async fn a_restart_resumes_the_rollout_at_the_same_step_with_the_same_samples() 
     };
     // Let the first node's tasks see their handles gone.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let api = Api::open(dir.path()).await;
+    let api = Api::in_dir(dir.path()).await;
     let after = api.status("tools-guard").await;
     assert_eq!(
         after["report"], before["report"],
@@ -523,7 +506,7 @@ async fn a_restart_resumes_the_rollout_at_the_same_step_with_the_same_samples() 
 #[tokio::test]
 async fn bad_inputs_get_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = Api::open(dir.path()).await;
+    let api = Api::in_dir(dir.path()).await;
 
     let r = api.get("/v1/rollouts/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

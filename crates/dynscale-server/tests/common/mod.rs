@@ -4,9 +4,12 @@
 // Each test crate uses its own part of this module.
 #![allow(dead_code)]
 
+use std::ops::Deref;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use dynscale_server::{Node, ServerConfig};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -16,6 +19,8 @@ pub struct Reply {
     pub content_type: String,
     /// The body as JSON, or `Null` when it is not JSON.
     pub body: Value,
+    /// The body as text (lossy UTF-8).
+    pub text: String,
 }
 
 pub struct Client {
@@ -48,6 +53,7 @@ impl Client {
             status,
             content_type,
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
 
@@ -63,5 +69,29 @@ impl Client {
     pub async fn push(&self, text: &str) -> Reply {
         self.call(Method::POST, "/v1/policies", text.to_owned())
             .await
+    }
+}
+
+/// A node opened in process, with a client of its router.
+pub struct Api {
+    pub node: Node,
+    pub http: Client,
+}
+
+impl Deref for Api {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.http
+    }
+}
+
+impl Api {
+    pub async fn open(config: ServerConfig) -> Self {
+        let node = Node::open(config).await.expect("node opens");
+        let http = Client {
+            router: node.router(),
+        };
+        Api { node, http }
     }
 }
