@@ -541,16 +541,7 @@ impl Owner {
             subject: plan.policy.version_ref().to_string(),
             detail,
         };
-        let change = PolicyChange {
-            name: plan.name.clone(),
-            new_version,
-            active: plan
-                .active_after
-                .iter()
-                .map(|p| p.doc.version.clone())
-                .collect(),
-            event: self.audited(event).await?,
-        };
+        let change = policy_change(plan, new_version, self.audited(event).await?);
         Ok(self.store.apply_policy_change(change).await?)
     }
 
@@ -868,4 +859,22 @@ fn parse_stored(v: &StoredVersion) -> Result<Arc<CheckedPolicy>, ApiError> {
                     .join("; ")
             ))
         })
+}
+
+/// The store's record of carrying out `plan`: the versions of its name active after it.
+fn policy_change(
+    plan: &ActivationPlan,
+    new_version: Option<StoredVersion>,
+    event: NewEvent,
+) -> PolicyChange {
+    PolicyChange {
+        name: plan.name.clone(),
+        new_version,
+        active: plan
+            .active_after
+            .iter()
+            .map(|p| p.doc.version.clone())
+            .collect(),
+        event,
+    }
 }

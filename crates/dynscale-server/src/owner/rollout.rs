@@ -22,9 +22,7 @@ use dynscale_core::rollout::{
     Phase, Plan, Record, Report, Rollout, Running, Stamped, Start, UnixMillis, Verdict,
 };
 use dynscale_core::snapshot::{InForceChange, Snapshot};
-use dynscale_store::{
-    NewEvent, NewRollout, PolicyChange, RolloutFinish, RolloutStep, StoredVersion,
-};
+use dynscale_store::{NewEvent, NewRollout, RolloutFinish, RolloutStep, StoredVersion};
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -478,16 +476,7 @@ impl Owner {
                         "removed": plan.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     }),
                 };
-                let change = PolicyChange {
-                    name: plan.name.clone(),
-                    new_version: None,
-                    active: plan
-                        .active_after
-                        .iter()
-                        .map(|p| p.doc.version.clone())
-                        .collect(),
-                    event: self.audited(event).await?,
-                };
+                let change = super::policy_change(&plan, None, self.audited(event).await?);
                 promotion = Some(plan);
                 Some(change)
             } else {
